@@ -1,0 +1,49 @@
+"""Shared fixtures: a real rclpy context per test, isolated on its own DDS domain."""
+import os
+
+import pytest
+
+# One DDS domain per test session, shared with any subprocess a test starts, so concurrent runs on one machine
+# (CI beside a developer's shell) never see each other's topics. Domains 0-101 are valid on Linux.
+os.environ.setdefault('ROS_DOMAIN_ID', str(10 + os.getpid() % 90))
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+
+
+@pytest.fixture
+def ros_context():
+    """An initialised rclpy context, always shut down, so a failing test never leaks into the next."""
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture
+def ros_node(ros_context):
+    """A plain node plus a single-threaded executor on the test's context, destroyed after the test."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    node = rclpy.create_node('kp_pose_test', context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    try:
+        yield node, executor
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+
+
+def spin_until(executor, predicate, timeout_s=10.0):
+    """Spin until predicate() is true or the timeout passes; returns the predicate's last value."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+    return predicate()
