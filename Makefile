@@ -1,14 +1,38 @@
-# Every target installs what it needs first (scripts/setup.sh is idempotent and fast on a ready machine).
+# Every target installs what it needs first (scripts/setup.sh is idempotent: seconds on a ready machine).
 RUN := scripts/run.sh
 PYTEST := $(RUN) python -m pytest
 
-.PHONY: setup test demo sim bench dataset clean
+.PHONY: setup test demo sim sim-check bench dataset clean
 
 setup:
 	@bash scripts/setup.sh
 
+## make test: the whole test suite (real rclpy, real pybullet renders).
 test: setup
-	$(PYTEST) kp_pose_ros/test -q
+	$(PYTEST) kp_pose_ros/test -q -p no:cacheprovider
+
+## make demo: the main job on the built-in synthetic camera.
+demo: setup
+	$(RUN) kp-pose demo
+
+## make sim: the synthetic RGB-D camera in the foreground (Ctrl-C stops); inspect it from another shell with
+##   scripts/run.sh kp-pose topics    and    scripts/run.sh kp-pose hz /camera/camera/color/image_raw
+sim: setup
+	$(RUN) kp-pose run sim_camera
+
+## make sim-check: start the camera in the background, inspect it from a second process, stop it.
+sim-check: setup
+	$(RUN) bash -c 'kp-pose run sim_camera --duration 25 & pid=$$!; \
+	  kp-pose topics --wait 4 && kp-pose hz /camera/camera/color/image_raw --duration 5 --wait 15; rc=$$?; \
+	  kill -INT $$pid; wait $$pid; exit $$rc'
+
+## make bench: speed (and later accuracy) benchmarks, written to results/*.json.
+bench: setup
+	$(RUN) kp-pose bench sim_camera
+
+## make dataset: a small training set from the synthetic camera (see kp_pose_ros/sim/dataset.py for the layout).
+dataset: setup
+	$(RUN) python -m kp_pose_ros.sim.dataset --out build/dataset --frames 200 --seed 0 --camera realsense_d435
 
 clean:
 	rm -rf build .venv demo_output

@@ -1,0 +1,130 @@
+"""`kp-pose`: run a pipeline graph in one process, list graphs, inspect topics, run benchmarks.
+
+  kp-pose graphs                          the graphs and their arguments
+  kp-pose run sim_camera seed:=3 [--duration 10]
+  kp-pose topics                          topics and types seen on this ROS_DOMAIN_ID
+  kp-pose hz /camera/camera/color/image_raw [--duration 5]
+  kp-pose bench sim_camera
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _parse_overrides(items: list[str]) -> dict[str, str]:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition(':=')
+        if not sep or not key:
+            raise SystemExit(f"kp-pose: expected name:=value, got '{item}'")
+        overrides[key] = value
+    return overrides
+
+
+def cmd_graphs(_args) -> int:
+    from kp_pose_ros.graphs.registry import GRAPH_NAMES, get_graph
+
+    for name in GRAPH_NAMES:
+        graph = get_graph(name)
+        print(f'{name}: {graph.description}')
+        for a in graph.arguments:
+            choices = f" [{'|'.join(a.choices)}]" if a.choices else ''
+            print(f'    {a.name}:={a.default}{choices}  {a.description}')
+    return 0
+
+
+def cmd_run(args) -> int:
+    from kp_pose_ros.graphs.runner import run_graph
+
+    with run_graph(args.graph, _parse_overrides(args.overrides)) as run:
+        names = ', '.join(n.get_fully_qualified_name() for n in run.nodes)
+        print(f'kp-pose: running graph {args.graph}: {names}', flush=True)
+        try:
+            run.spin_for(args.duration)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _with_node(fn):
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    rclpy.init()
+    node = rclpy.create_node('kp_pose_cli')
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        return fn(node, executor)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def cmd_topics(args) -> int:
+    def list_topics(node, executor):
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        for name, types in sorted(node.get_topic_names_and_types()):
+            print(f"{name} [{', '.join(types)}]")
+        return 0
+    return _with_node(list_topics)
+
+
+def cmd_hz(args) -> int:
+    from kp_pose_ros.ros.qos import qos_from_name
+    from kp_pose_ros.ros.topic_stats import TopicStats, topic_type
+
+    def measure(node, executor):
+        stats = TopicStats(node, args.topic, topic_type(node, args.topic, executor, args.wait),
+                           qos_from_name(args.qos, depth=10))
+        deadline = time.monotonic() + args.duration
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        print(json.dumps({'topic': args.topic, **stats.summary()}, indent=2))
+        return 0 if stats.summary()['messages'] else 1
+    return _with_node(measure)
+
+
+def cmd_bench(args) -> int:
+    from kp_pose_ros.bench.registry import run_benchmark
+
+    return run_benchmark(args.name, args.output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='kp-pose', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', required=True)
+    sub.add_parser('graphs', help='list graphs and their arguments').set_defaults(fn=cmd_graphs)
+    p = sub.add_parser('run', help='run a graph in this process')
+    p.add_argument('graph')
+    p.add_argument('overrides', nargs='*', help='graph arguments as name:=value')
+    p.add_argument('--duration', type=float, default=None, help='stop after this many seconds')
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser('topics', help='list topics on this ROS domain')
+    p.add_argument('--wait', type=float, default=2.0, help='discovery time (s)')
+    p.set_defaults(fn=cmd_topics)
+    p = sub.add_parser('hz', help='rate, latency and size of one topic')
+    p.add_argument('topic')
+    p.add_argument('--duration', type=float, default=5.0)
+    p.add_argument('--wait', type=float, default=5.0, help='discovery time (s)')
+    p.add_argument('--qos', default='sensor_data', choices=('sensor_data', 'reliable'))
+    p.set_defaults(fn=cmd_hz)
+    p = sub.add_parser('bench', help='run a benchmark and write its results file')
+    p.add_argument('name')
+    p.add_argument('--output', default=None, help='results file (default results/<name>.json)')
+    p.set_defaults(fn=cmd_bench)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""In-process runner: every node of a graph composed into one process and one executor (what CI, the demo and the
+benchmarks run), built from the same NodeSpecs the launch files use."""
+from __future__ import annotations
+
+import time
+from importlib import import_module
+from typing import Mapping, Sequence
+
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+
+from kp_pose_ros.graphs.registry import get_graph
+from kp_pose_ros.graphs.spec import NodeSpec
+
+
+def node_class(spec: NodeSpec):
+    module, _, cls = spec.node_class.partition(':')
+    return getattr(import_module(module), cls)
+
+
+def create_node(spec: NodeSpec, context):
+    """Instantiate one node as `ros2 run` with `-r __node:= -r __ns:= -r from:=to` and the spec's parameters would.
+
+    A parameter the node does not declare is an error here (launch would silently ignore it)."""
+    cli = ['--ros-args', '-r', f'__node:={spec.name}']
+    if spec.namespace:
+        cli += ['-r', f'__ns:={spec.namespace}']
+    for src, dst in spec.remappings:
+        cli += ['-r', f'{src}:={dst}']
+    overrides = [Parameter(k, value=v) for k, v in spec.parameters.items()]
+    node = node_class(spec)(context=context, cli_args=cli, parameter_overrides=overrides, use_global_arguments=False)
+    unknown = [k for k in spec.parameters if not node.has_parameter(k)]
+    if unknown:
+        node.destroy_node()
+        raise ValueError(f"node '{spec.name}' does not declare parameter(s): {', '.join(unknown)}")
+    return node
+
+
+class GraphRun:
+    """The nodes of one graph in one executor; a context manager that always tears down what it created."""
+
+    def __init__(self, specs: Sequence[NodeSpec], context=None):
+        self._own_context = context is None
+        if self._own_context:
+            context = rclpy.context.Context()
+            rclpy.init(context=context)
+        self.context = context
+        self.nodes = []
+        try:
+            for spec in specs:
+                self.nodes.append(create_node(spec, context))
+        except Exception:
+            self.close()
+            raise
+        self.executor = MultiThreadedExecutor(num_threads=max(2, len(self.nodes) + 1), context=context)
+        for node in self.nodes:
+            self.executor.add_node(node)
+
+    def node(self, name: str):
+        return next(n for n in self.nodes if n.get_name() == name)
+
+    def spin_for(self, seconds: float | None = None) -> None:
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while self.context.ok() and (deadline is None or time.monotonic() < deadline):
+            self.executor.spin_once(timeout_sec=0.1)
+
+    def close(self) -> None:
+        executor = getattr(self, 'executor', None)
+        if executor is not None:
+            executor.shutdown()
+        for node in self.nodes:
+            node.destroy_node()
+        self.nodes = []
+        if self._own_context:
+            rclpy.try_shutdown(context=self.context)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def run_graph(name: str, overrides: Mapping[str, str] | None = None, context=None) -> GraphRun:
+    return GraphRun(get_graph(name).nodes(overrides), context=context)

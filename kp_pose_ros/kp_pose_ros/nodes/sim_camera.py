@@ -1,0 +1,175 @@
+"""Synthetic RGB-D camera: publishes what a RealSense driver publishes (colour, aligned depth, camera_info, the
+static optical transform), rendered by pybullet around a moving robot arm, plus ground truth under /sim/.
+
+Frames are rendered from the frame index, not the wall clock, so a run is deterministic for a seed however fast the
+machine is; stamps are the node's clock (use_sim_time works)."""
+from __future__ import annotations
+
+import numpy as np
+from geometry_msgs.msg import Point, PoseStamped
+from kp_pose_msgs.msg import Keypoint2D, Keypoint3D, KeypointArray, KeypointInstance
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Header, String
+
+from kp_pose_ros.core.image_codec import metres_to_depth
+from kp_pose_ros.core.transforms import make_transform, matrix_to_quat_xyzw, quat_xyzw_to_matrix
+from kp_pose_ros.ros.images import array_to_image, camera_info_from_model
+from kp_pose_ros.ros.joint_states import joint_state
+from kp_pose_ros.ros.node_main import spin_node
+from kp_pose_ros.ros.params import Param, declare_params
+from kp_pose_ros.ros.qos import LATCHED_QOS, QOS_CHOICES, qos_from_name
+from kp_pose_ros.ros.tf import StaticTfBroadcaster, transform_stamped
+from kp_pose_ros.sim.camera_presets import PRESET_NAMES, camera_from_fov, preset
+from kp_pose_ros.sim.scene import SceneConfig, SimScene
+from kp_pose_ros.sim.trajectory import RandomWaypointTrajectory
+
+# Optical frame axes (z forward, x right, y down) expressed in the camera body frame (x forward, y left, z up), REP 103.
+R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+# Offset of the colour imager from camera_link, as a D435's driver reports it (metres, body frame).
+COLOR_OFFSET_M = (0.0, 0.015, 0.0)
+
+PARAMS = (
+    Param('camera_model', 'realsense_d435', 'Intrinsics preset of the simulated colour camera, or "fov" to use '
+          'width/height/hfov_deg.', choices=PRESET_NAMES + ('fov',)),
+    Param('width', 640, 'Image width in pixels (camera_model "fov" only).', min_value=16, max_value=4096),
+    Param('height', 480, 'Image height in pixels (camera_model "fov" only).', min_value=16, max_value=4096),
+    Param('hfov_deg', 70.0, 'Horizontal field of view (camera_model "fov" only).', min_value=10.0, max_value=150.0),
+    Param('rate_hz', 10.0, 'Frame rate. Rendering takes ~80 ms at 640x480 on one core, which caps it.',
+          min_value=0.1, max_value=120.0),
+    Param('seed', 0, 'Seed of the scene: trajectory, camera placement, appearance. Same seed, same frames.'),
+    Param('trajectory', 'random', '"random": smooth motion through random waypoints within joint limits; '
+          '"static": hold static_joints.', choices=('random', 'static')),
+    Param('joint_speed', 0.4, 'Peak joint speed of the random trajectory (rad/s).', min_value=0.0, max_value=3.0),
+    Param('static_joints', [0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8], 'Arm joint positions for trajectory "static" (rad).'),
+    Param('camera_placement', 'random', '"random": a pose drawn from the seed around the robot; "fixed": camera_pose.',
+          choices=('random', 'fixed')),
+    Param('camera_pose', [1.5, 0.0, 0.6, 0.0, 0.0, 0.0, 1.0],
+          'Pose of camera_link in the robot base frame, x y z qx qy qz qw (camera_placement "fixed").'),
+    Param('camera_reposition_period_s', 0.0, 'Draw a new random camera pose this often (0: the camera never moves).',
+          min_value=0.0, max_value=3600.0),
+    Param('num_distractors', 0, 'Distractor objects placed around the robot.', min_value=0, max_value=20),
+    Param('random_background', True, 'Random procedural floor and background textures.'),
+    Param('camera_name', 'camera', 'Frame prefix: <name>_link, <name>_color_frame, <name>_color_optical_frame.'),
+    Param('base_frame', 'panda_link0', 'The robot base frame the ground truth is expressed in.'),
+    Param('publish_robot_state', True, 'Also publish /joint_states and /robot_description, as a real robot does.'),
+    Param('qos', 'reliable', 'QoS of the image topics (RealSense publishes reliable).', choices=QOS_CHOICES),
+)
+
+
+class SimCameraNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__('sim_camera', **kwargs)
+        self.p = p = declare_params(self, PARAMS)
+        camera = (camera_from_fov(p.width, p.height, p.hfov_deg) if p.camera_model == 'fov'
+                  else preset(p.camera_model))
+        self.scene = SimScene(SceneConfig(camera=camera, num_distractors=p.num_distractors,
+                                          random_background=p.random_background), seed=p.seed)
+        self.camera = camera
+        self.trajectory = RandomWaypointTrajectory(self.scene.joint_limits, seed=p.seed, speed=p.joint_speed)
+        self.frame_index = 0
+        self.optical_frame = f'{p.camera_name}_color_optical_frame'
+        self.link_frame = f'{p.camera_name}_link'
+        color_frame = f'{p.camera_name}_color_frame'
+        # camera_link -> optical frame, fixed; the scene is placed by its optical frame.
+        self.T_link_color = make_transform(np.eye(3), np.array(COLOR_OFFSET_M))
+        self.T_color_optical = make_transform(R_BODY_OPTICAL, np.zeros(3))
+        self.T_link_optical = self.T_link_color @ self.T_color_optical
+        self._place_camera()
+
+        qos = qos_from_name(p.qos)
+        self.pub_color = self.create_publisher(Image, '~/color/image_raw', qos)
+        self.pub_color_info = self.create_publisher(CameraInfo, '~/color/camera_info', qos)
+        self.pub_depth = self.create_publisher(Image, '~/aligned_depth_to_color/image_raw', qos)
+        self.pub_depth_info = self.create_publisher(CameraInfo, '~/aligned_depth_to_color/camera_info', qos)
+        self.pub_gt_joints = self.create_publisher(JointState, '/sim/joint_states', 10)
+        self.pub_gt_pose = self.create_publisher(PoseStamped, '/sim/camera_pose', 10)
+        self.pub_gt_keypoints = self.create_publisher(KeypointArray, '/sim/keypoints', 10)
+        self.pub_joints = None
+        if p.publish_robot_state:
+            self.pub_joints = self.create_publisher(JointState, '/joint_states', 10)
+            self.pub_description = self.create_publisher(String, '/robot_description', LATCHED_QOS)
+            self.pub_description.publish(String(data=self.scene.urdf_text))
+
+        StaticTfBroadcaster(self).send([
+            transform_stamped(self.link_frame, color_frame, self.T_link_color, self.get_clock().now().to_msg()),
+            transform_stamped(color_frame, self.optical_frame, self.T_color_optical, self.get_clock().now().to_msg()),
+        ])
+        self.timer = self.create_timer(1.0 / p.rate_hz, self._tick)
+        self.get_logger().info(
+            f'sim camera {p.camera_model} {camera.width}x{camera.height} (HFOV {camera.hfov_deg:.1f} deg) at '
+            f'{p.rate_hz:g} Hz, seed {p.seed}; topics under {self.get_namespace().rstrip("/")}/{self.get_name()}/')
+
+    def _place_camera(self) -> None:
+        if self.p.camera_placement == 'fixed':
+            pose = np.asarray(self.p.camera_pose, dtype=float)
+            if pose.shape != (7,):
+                raise ValueError(f'camera_pose needs 7 numbers (x y z qx qy qz qw), got {pose.size}')
+            T_base_link = make_transform(quat_xyzw_to_matrix(pose[3:]), pose[:3])
+            self.scene.set_camera_pose(T_base_link @ self.T_link_optical)
+        else:
+            self.scene.randomize_camera()
+
+    def _tick(self) -> None:
+        t = self.frame_index / self.p.rate_hz
+        period = self.p.camera_reposition_period_s
+        if self.p.camera_placement == 'random' and period > 0 and self.frame_index > 0 \
+                and int(t / period) != int((t - 1.0 / self.p.rate_hz) / period):
+            self.scene.randomize_camera()
+        q = self.trajectory.at(t) if self.p.trajectory == 'random' else np.asarray(self.p.static_joints, float)
+        self.scene.set_joint_positions(q)
+        frame = self.scene.render()
+        self.frame_index += 1
+        self.publish_frame(frame, self.get_clock().now().to_msg())
+
+    def publish_frame(self, frame, stamp) -> None:
+        header = Header(stamp=stamp, frame_id=self.optical_frame)
+        info = camera_info_from_model(self.camera, header)
+        self.pub_color.publish(array_to_image(frame.rgb, 'rgb8', header))
+        self.pub_color_info.publish(info)
+        self.pub_depth.publish(array_to_image(metres_to_depth(frame.depth_m, '16UC1'), '16UC1', header))
+        self.pub_depth_info.publish(info)
+
+        base_header = Header(stamp=stamp, frame_id=self.p.base_frame)
+        joints = joint_state(frame.joint_names, frame.joint_positions, stamp)
+        self.pub_gt_joints.publish(joints)
+        if self.pub_joints is not None:
+            self.pub_joints.publish(joints)
+        pose = PoseStamped(header=base_header)
+        x, y, z = frame.T_base_cam[:3, 3]
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = float(x), float(y), float(z)
+        qx, qy, qz, qw = matrix_to_quat_xyzw(frame.T_base_cam[:3, :3])
+        o = pose.pose.orientation
+        o.x, o.y, o.z, o.w = float(qx), float(qy), float(qz), float(qw)
+        self.pub_gt_pose.publish(pose)
+        self.pub_gt_keypoints.publish(self._keypoint_msg(frame, header))
+
+    @staticmethod
+    def _keypoint_msg(frame, header) -> KeypointArray:
+        """Ground-truth keypoints; score 1 visible, 0.5 in the image but occluded, 0 outside the image."""
+        inst = KeypointInstance(class_id='panda', instance_id=0, score=1.0)
+        rows, cols = np.nonzero(frame.link_seg >= 0)
+        if rows.size:
+            inst.bbox.center.position.x = float(cols.min() + cols.max()) / 2.0
+            inst.bbox.center.position.y = float(rows.min() + rows.max()) / 2.0
+            inst.bbox.size_x = float(cols.max() - cols.min() + 1)
+            inst.bbox.size_y = float(rows.max() - rows.min() + 1)
+        for name, px, pc, in_img, vis in zip(frame.keypoint_names, frame.keypoints_px, frame.keypoints_cam,
+                                             frame.in_image, frame.visible):
+            score = 1.0 if vis else (0.5 if in_img else 0.0)
+            inst.keypoints_2d.append(Keypoint2D(name=name, x=float(px[0]), y=float(px[1]), score=score))
+            inst.keypoints_3d.append(Keypoint3D(name=name, score=1.0,
+                                                position=Point(x=float(pc[0]), y=float(pc[1]), z=float(pc[2]))))
+        return KeypointArray(header=header, instances=[inst])
+
+    def destroy_node(self):
+        self.scene.close()
+        return super().destroy_node()
+
+
+def main(args=None):
+    spin_node(SimCameraNode, args)
+
+
+if __name__ == '__main__':
+    main()
