@@ -9,7 +9,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from kp_pose_ros.core.transforms import make_transform
 from kp_pose_ros.ros.joint_states import joint_positions, joint_state
 from kp_pose_ros.ros.markers import (
-    axes_markers, box_marker, delete_all_marker, keypoint_markers, marker_array, skeleton_marker)
+    axes_marker, box_marker, delete_all_marker, keypoint_markers, marker_array, skeleton_marker)
 
 STAMP = Time(sec=3, nanosec=7)
 NAN = [np.nan, np.nan, np.nan]
@@ -53,7 +53,7 @@ def test_skeleton_skips_edges_touching_missing_points():
 
 def test_axes_have_per_vertex_colours_and_the_pose():
     T = make_transform(Rotation.from_euler('z', 90, degrees=True).as_matrix(), [1, 2, 3])
-    m = axes_markers(T, 'world', STAMP, length=0.2, lifetime_s=0.0)
+    m = axes_marker(T, 'world', STAMP, length=0.2, lifetime_s=0.0)
     assert m.type == Marker.LINE_LIST and len(m.points) == 6 and len(m.colors) == 6
     np.testing.assert_allclose(xyz(m.points)[1::2], 0.2 * np.eye(3))
     np.testing.assert_allclose([[c.r, c.g, c.b] for c in m.colors[::2]], np.eye(3))
@@ -93,7 +93,7 @@ def test_delete_all_and_array_round_trip_through_serialization():
     (lambda: keypoint_markers([[0, 0, 1]], '', STAMP), 'frame'),
     (lambda: keypoint_markers([[0, 0, 1]], 'cam', STAMP, lifetime_s=-1), 'lifetime'),
     (lambda: box_marker(np.eye(4), [1, 1], 'o', STAMP), 'size'),
-    (lambda: axes_markers(np.eye(3), 'o', STAMP), r'shape \(4, 4\)'),
+    (lambda: axes_marker(np.eye(3), 'o', STAMP), r'shape \(4, 4\)'),
 ])
 def test_bad_marker_input_is_refused(call, message):
     with pytest.raises(ValueError, match=message):

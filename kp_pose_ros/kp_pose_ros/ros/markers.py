@@ -126,7 +126,7 @@ def skeleton_marker(points, edges: Iterable[tuple[int, int]], frame: str, stamp:
     return _delete_if_empty(m)
 
 
-def axes_markers(T, frame: str, stamp: Time, ns: str = 'axes', marker_id: int = 0, length: float = 0.1,
+def axes_marker(T, frame: str, stamp: Time, ns: str = 'axes', marker_id: int = 0, length: float = 0.1,
                  width: float = 0.005, lifetime_s: float = DEFAULT_LIFETIME_S) -> Marker:
     """The three axes of pose T as one LINE_LIST with per-vertex colours (x red, y green, z blue)."""
     length = _positive(length, 'length')

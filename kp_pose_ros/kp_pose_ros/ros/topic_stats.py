@@ -8,6 +8,8 @@ from importlib import import_module
 import numpy as np
 from rclpy.serialization import deserialize_message
 
+from kp_pose_ros.ros.stamps import stamp_to_ns
+
 
 def message_class(type_name: str):
     """'sensor_msgs/msg/Image' -> the message class."""
@@ -45,8 +47,7 @@ class TopicStats:
         self.sizes.append(len(data))
         header = getattr(deserialize_message(data, self.msg_cls), 'header', None)
         if header is not None:
-            stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-            self.latencies_ms.append((now - stamp_ns) / 1e6)
+            self.latencies_ms.append((now - stamp_to_ns(header.stamp)) / 1e6)
 
     def summary(self) -> dict:
         n = len(self.arrivals_ns)
