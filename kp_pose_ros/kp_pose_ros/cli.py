@@ -5,6 +5,7 @@
   kp-pose topics                          topics and types seen on this ROS_DOMAIN_ID
   kp-pose hz /camera/camera/color/image_raw [--duration 5]
   kp-pose bench sim_camera
+  kp-pose demo [--duration 8]
 """
 from __future__ import annotations
 
@@ -93,6 +94,12 @@ def cmd_hz(args) -> int:
     return _with_node(measure)
 
 
+def cmd_demo(args) -> int:
+    from kp_pose_ros.demo import main as demo_main
+
+    return demo_main(args.demo_args)
+
+
 def cmd_bench(args) -> int:
     from kp_pose_ros.bench.registry import run_benchmark
 
@@ -118,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--wait', type=float, default=5.0, help='discovery time (s)')
     p.add_argument('--qos', default='sensor_data', choices=('sensor_data', 'reliable'))
     p.set_defaults(fn=cmd_hz)
+    p = sub.add_parser('demo', help='the main job on the synthetic camera (make demo)', add_help=False)
+    p.add_argument('demo_args', nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_demo)
     p = sub.add_parser('bench', help='run a benchmark and write its results file')
     p.add_argument('name')
     p.add_argument('--output', default=None, help='results file (default results/<name>.json)')

@@ -40,7 +40,8 @@ PARAMS = (
     Param('seed', 0, 'Seed of the scene: trajectory, camera placement, appearance. Same seed, same frames.'),
     Param('trajectory', 'random', '"random": smooth motion through random waypoints within joint limits; '
           '"static": hold static_joints.', choices=('random', 'static')),
-    Param('joint_speed', 0.4, 'Peak joint speed of the random trajectory (rad/s).', min_value=0.0, max_value=3.0),
+    Param('joint_speed', 0.4, 'Peak joint speed of the random trajectory (rad/s); use trajectory "static" for a '
+          'still arm.', min_value=0.01, max_value=3.0),
     Param('static_joints', [0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8], 'Arm joint positions for trajectory "static" (rad).'),
     Param('camera_placement', 'random', '"random": a pose drawn from the seed around the robot; "fixed": camera_pose.',
           choices=('random', 'fixed')),
@@ -66,7 +67,9 @@ class SimCameraNode(Node):
         self.scene = SimScene(SceneConfig(camera=camera, num_distractors=p.num_distractors,
                                           random_background=p.random_background), seed=p.seed)
         self.camera = camera
-        self.trajectory = RandomWaypointTrajectory(self.scene.joint_limits, seed=p.seed, speed=p.joint_speed)
+        # Waypoints in collision with the floor or the arm itself are redrawn (the motion between is not checked).
+        self.trajectory = RandomWaypointTrajectory(self.scene.joint_limits, seed=p.seed, speed=p.joint_speed,
+                                                   accept=lambda q: not self.scene.in_collision(q))
         self.frame_index = 0
         self.optical_frame = f'{p.camera_name}_color_optical_frame'
         self.link_frame = f'{p.camera_name}_link'
