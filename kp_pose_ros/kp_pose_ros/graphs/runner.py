@@ -7,7 +7,7 @@ from importlib import import_module
 from typing import Mapping, Sequence
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
 from kp_pose_ros.graphs.registry import get_graph
@@ -53,7 +53,9 @@ class GraphRun:
         except Exception:
             self.close()
             raise
-        self.executor = MultiThreadedExecutor(num_threads=max(2, len(self.nodes) + 1), context=context)
+        # Like component_container: one thread, so every callback has finished when spin_once returns and nodes
+        # can be destroyed at any point between spins.
+        self.executor = SingleThreadedExecutor(context=context)
         for node in self.nodes:
             self.executor.add_node(node)
 

@@ -1,6 +1,6 @@
 """The `main()` every node module exposes for `ros2 run kp_pose_ros <node>`."""
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 
 def spin_node(node_cls, args=None) -> None:
@@ -8,7 +8,7 @@ def spin_node(node_cls, args=None) -> None:
     node = None
     try:
         node = node_cls()
-        executor = MultiThreadedExecutor()
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
