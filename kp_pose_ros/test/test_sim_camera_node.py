@@ -106,8 +106,8 @@ def test_static_transforms_and_latched_robot_description(stream):
 
 
 def test_ground_truth_agrees_with_images(stream):
-    from kp_pose_ros.core.transforms import quat_xyzw_to_matrix
     from kp_pose_ros.ros.images import camera_model_from_info, depth_m_from_msg
+    from kp_pose_ros.ros.poses import matrix_from_pose
 
     camera = camera_model_from_info(stream[f'{NS}/color/camera_info'][0])
     depth_by_stamp = {stamp_to_ns(m.header.stamp): m for m in stream[f'{NS}/aligned_depth_to_color/image_raw']}
@@ -122,11 +122,7 @@ def test_ground_truth_agrees_with_images(stream):
         px = np.array([[k.x, k.y] for k in inst.keypoints_2d])
         pts = np.array([[k.position.x, k.position.y, k.position.z] for k in inst.keypoints_3d])
         np.testing.assert_allclose(camera.project(pts), px, atol=1e-6)  # 2D GT = projection of 3D GT
-        pose = pose_by_stamp[stamp].pose
-        T = np.eye(4)
-        T[:3, :3] = quat_xyzw_to_matrix([pose.orientation.x, pose.orientation.y, pose.orientation.z,
-                                         pose.orientation.w])
-        T[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
+        T = matrix_from_pose(pose_by_stamp[stamp].pose)
         base_origin = T[:3, :3].T @ -T[:3, 3]  # panda_link0 origin in the optical frame
         np.testing.assert_allclose(pts[0], base_origin, atol=1e-6)
         if stamp in depth_by_stamp:

@@ -13,11 +13,12 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header, String
 
 from kp_pose_ros.core.image_codec import metres_to_depth
-from kp_pose_ros.core.transforms import make_transform, matrix_to_quat_xyzw, quat_xyzw_to_matrix
+from kp_pose_ros.core.transforms import make_transform, quat_xyzw_to_matrix
 from kp_pose_ros.ros.images import array_to_image, camera_info_from_model
 from kp_pose_ros.ros.joint_states import joint_state
 from kp_pose_ros.ros.node_main import spin_node
 from kp_pose_ros.ros.params import Param, declare_params
+from kp_pose_ros.ros.poses import pose_from_matrix
 from kp_pose_ros.ros.qos import LATCHED_QOS, QOS_CHOICES, qos_from_name
 from kp_pose_ros.ros.tf import StaticTfBroadcaster, transform_stamped
 from kp_pose_ros.sim.camera_presets import PRESET_NAMES, camera_from_fov, preset
@@ -138,13 +139,7 @@ class SimCameraNode(Node):
         self.pub_gt_joints.publish(joints)
         if self.pub_joints is not None:
             self.pub_joints.publish(joints)
-        pose = PoseStamped(header=base_header)
-        x, y, z = frame.T_base_cam[:3, 3]
-        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = float(x), float(y), float(z)
-        qx, qy, qz, qw = matrix_to_quat_xyzw(frame.T_base_cam[:3, :3])
-        o = pose.pose.orientation
-        o.x, o.y, o.z, o.w = float(qx), float(qy), float(qz), float(qw)
-        self.pub_gt_pose.publish(pose)
+        self.pub_gt_pose.publish(PoseStamped(header=base_header, pose=pose_from_matrix(frame.T_base_cam)))
         self.pub_gt_keypoints.publish(self._keypoint_msg(frame, header))
 
     @staticmethod
