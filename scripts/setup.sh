@@ -67,11 +67,14 @@ for dep in vision_msgs tf2_msgs; do
 done
 build_interfaces kp_pose_msgs "$ROOT/kp_pose_msgs"
 
-# 4. kp_pose_ros itself, editable, with its ament index marker so ament_index_python finds it.
-if ! "$PY" -c "import kp_pose_ros" 2>/dev/null || [ ! -f "$VENV/share/ament_index/resource_index/packages/kp_pose_ros" ]; then
+# 4. kp_pose_ros itself, editable (re-installed when setup.py changes, e.g. a new node's console script), with its
+#    ament index marker so ament_index_python finds it.
+pkg_hash=$(hash_of "$ROOT/kp_pose_ros/setup.py" "$ROOT/kp_pose_ros/setup.cfg")
+if ! stamp_ok package "$pkg_hash" || [ ! -f "$VENV/share/ament_index/resource_index/packages/kp_pose_ros" ]; then
   log "installing kp_pose_ros (editable)"
   "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT/kp_pose_ros"
   mkdir -p "$VENV/share/ament_index/resource_index/packages"
   : > "$VENV/share/ament_index/resource_index/packages/kp_pose_ros"
+  stamp_set package "$pkg_hash"
 fi
 log "ready: $VENV"
