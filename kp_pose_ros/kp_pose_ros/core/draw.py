@@ -6,6 +6,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from kp_pose_ros.core.atomic_file import atomic_open
+
 
 def draw_skeleton(rgb: np.ndarray, points_px: np.ndarray, edges: Sequence[tuple[int, int]],
                   color: tuple[int, int, int], valid: np.ndarray | None = None, radius: int = 4,
@@ -45,14 +47,8 @@ def colorize_depth(depth_m: np.ndarray, max_m: float | None = None) -> np.ndarra
 
 def write_png(path, rgb: np.ndarray) -> None:
     """Write an RGB image as PNG atomically (a reader never sees half a file)."""
-    import os
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, buf = cv2.imencode('.png', cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError(f'could not encode {path} as PNG')
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
+    with atomic_open(path, 'wb') as f:
+        f.write(buf.tobytes())

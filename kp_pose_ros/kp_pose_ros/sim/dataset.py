@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 import yaml
 
+from kp_pose_ros.core.atomic_file import atomic_open
 from kp_pose_ros.core.image_codec import depth_to_metres, metres_to_depth
 from kp_pose_ros.sim.camera_presets import PRESET_NAMES, preset
 from kp_pose_ros.sim.scene import SceneConfig, SimFrame, SimScene
@@ -55,26 +56,17 @@ def _listed(array: np.ndarray) -> list:
     return array.tolist()
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f'.{path.stem}.tmp{path.suffix}')  # keep the suffix: cv2.imwrite picks the format by it
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _imwrite(path: Path, image: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        if not cv2.imwrite(str(tmp), image):
-            raise OSError(f'could not write {tmp}')
-
-    _write_atomic(path, write)
+    ok, buf = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise OSError(f'could not encode {path}')
+    with atomic_open(path, 'wb') as f:
+        f.write(buf.tobytes())
 
 
 def _write_yaml(path: Path, data: dict) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, 'w', encoding='utf-8') as f:
-            yaml.safe_dump(data, f, sort_keys=False)
-
-    _write_atomic(path, write)
+    with atomic_open(path) as f:
+        yaml.safe_dump(data, f, sort_keys=False)
 
 
 def _meta(config: SceneConfig, scene: SimScene, seed: int, frames_per_camera: int, num_frames: int,
