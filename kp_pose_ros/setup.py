@@ -8,6 +8,10 @@ PACKAGE = 'kp_pose_ros'
 # Each node is also a console script, so `ros2 run kp_pose_ros <node>` works in a colcon workspace.
 NODES = {
     'sim_camera': 'kp_pose_ros.nodes.sim_camera:main',
+    'robot_keypoints': 'kp_pose_ros.nodes.robot_keypoints:main',
+    'robot_lifter': 'kp_pose_ros.nodes.robot_lifter:main',
+    'robot_pose_fitting': 'kp_pose_ros.nodes.robot_pose_fitting:main',
+    'calibration_manager': 'kp_pose_ros.nodes.calibration_manager:main',
 }
 
 setup(

@@ -21,3 +21,8 @@ def ns_to_stamp(ns: int) -> Time:
     if sec > _MAX_SEC:
         raise ValueError(f'{ns} ns does not fit builtin_interfaces/Time (int32 seconds)')
     return Time(sec=sec, nanosec=nanosec)
+
+
+def age_s(clock, stamp: Time) -> float:
+    """Seconds between `stamp` and the clock's now (negative for a stamp in the future)."""
+    return (clock.now().nanoseconds - stamp_to_ns(stamp)) / 1e9

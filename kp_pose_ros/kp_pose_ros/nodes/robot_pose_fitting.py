@@ -1,0 +1,192 @@
+"""Camera pose relative to the robot from its keypoints: joint angles (regressed, or the robot's own /joint_states
+when fresh), forward kinematics, robust fitting, reprojection refinement (core/robot_pose.py). Publishes the
+per-frame estimate for the calibration manager, the arm's estimated joint states, RViz markers and a debug image."""
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+from kp_pose_msgs.msg import KeypointArray, RobotCameraEstimate
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from visualization_msgs.msg import MarkerArray
+
+from kp_pose_ros.core.draw import chain_edges, draw_skeleton
+from kp_pose_ros.core.image_codec import ImageEncodingError
+from kp_pose_ros.core.lifting import JointRegressor
+from kp_pose_ros.core.onnx_model import PROVIDER_CHOICES
+from kp_pose_ros.core.robot_pose import fit_known_joints, fit_unknown_joints, refine_on_reprojection
+from kp_pose_ros.ros.camera_info import CameraInfoCache
+from kp_pose_ros.ros.images import array_to_image, rgb8_from_msg
+from kp_pose_ros.ros.joint_states import joint_positions, joint_state
+from kp_pose_ros.ros.keypoint_msgs import instance_2d, instance_3d
+from kp_pose_ros.ros.markers import keypoint_markers, marker_array, skeleton_marker
+from kp_pose_ros.ros.models import load_model
+from kp_pose_ros.ros.node_main import spin_node
+from kp_pose_ros.ros.params import Param, declare_params
+from kp_pose_ros.ros.poses import pose_from_matrix
+from kp_pose_ros.ros.qos import qos_from_name
+from kp_pose_ros.ros.robot_model import RobotModelSource
+from kp_pose_ros.ros.stamps import stamp_to_ns
+
+JOINT_MODES = ('auto', 'known', 'unknown')
+
+PARAMS = (
+    Param('joints_model', 'robot_joints_panda.onnx', 'Joint-angle regression model (file in models/ or a path); '
+          'its manifest names the keypoint links.'),
+    Param('providers', 'auto', 'ONNX Runtime execution provider.', choices=PROVIDER_CHOICES),
+    Param('joints_mode', 'auto', 'known: use /joint_states; unknown: regress joints from the image; auto: known '
+          'whenever a joint state within joint_states_max_age_s of the image exists.', choices=JOINT_MODES),
+    Param('joint_states_max_age_s', 0.1, 'How far apart a joint state and the image may be to count as fresh.',
+          min_value=0.0, max_value=5.0),
+    Param('keypoint_links', [''], 'Links whose frame origins are the keypoints, in order; [""]: those named in the '
+          'joint model\'s manifest.'),
+    Param('urdf_path', '', 'Robot URDF file; empty: wait for the /robot_description topic.'),
+    Param('base_link', 'panda_link0', 'Robot base frame: the parent of the calibration.'),
+    Param('min_keypoint_confidence', 0.3, 'Keypoints below this confidence are treated as missing.',
+          min_value=0.0, max_value=1.0),
+    Param('inlier_threshold_m', 0.05, '3D-3D fit: keypoints farther than this from the model are outliers.',
+          min_value=0.001, max_value=1.0),
+    Param('reprojection_error_px', 8.0, 'PnP RANSAC inlier threshold.', min_value=0.5, max_value=100.0),
+    Param('refine', True, 'Refine the pose (and unknown joints) on the 2D reprojection error.'),
+    Param('publish_debug_image', False, 'Subscribe to the colour image and publish it with the skeleton drawn.'),
+)
+
+
+class RobotPoseFittingNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__('robot_pose_fitting', **kwargs)
+        self.p = p = declare_params(self, PARAMS)
+        self.regressor = load_model(self, lambda path: JointRegressor(path, p.providers), p.joints_model,
+                                    'joint-angle model')
+        self.keypoint_names = tuple(k for k in p.keypoint_links if k) or (
+            self.regressor.keypoint_links if self.regressor else ())
+        self.kinematics = None
+        if self.keypoint_names:
+            self.robot = RobotModelSource(self, p.urdf_path, p.base_link, self.keypoint_names, self._on_robot)
+        else:
+            self.get_logger().error('no keypoint links: set keypoint_links or provide a joint model; not estimating')
+        self.camera_info = CameraInfoCache(self)
+        self.joint_history: deque[JointState] = deque(maxlen=100)
+        self.create_subscription(JointState, '/joint_states', lambda m: self.joint_history.append(m), 50)
+        self.create_subscription(KeypointArray, 'keypoints_3d', self._on_keypoints, 10)
+        self.pub_estimate = self.create_publisher(RobotCameraEstimate, 'estimate', 10)
+        self.pub_joints = self.create_publisher(JointState, 'joint_states', 10)
+        self.pub_markers = self.create_publisher(MarkerArray, 'markers', 10)
+        self.images: deque[Image] = deque(maxlen=10)
+        if p.publish_debug_image:
+            self.pub_debug = self.create_publisher(Image, 'debug_image', 2)
+            self.create_subscription(Image, 'image', lambda m: self.images.append(m), qos_from_name('sensor_data', 5))
+        self.latency_ms: list[float] = []
+
+    def _on_robot(self, kinematics) -> None:
+        self.kinematics = kinematics
+        if self.regressor is None:
+            return
+        if list(kinematics.joint_names) != list(self.regressor.joint_names) \
+                or tuple(self.regressor.keypoint_links) != self.keypoint_names:
+            self.get_logger().error(f'the joint model ({self.regressor.joint_names}, keypoints '
+                                    f'{self.regressor.keypoint_links}) does not fit this robot model '
+                                    f'({kinematics.joint_names}, keypoints {self.keypoint_names}); only known-joints '
+                                    'estimation is possible')
+            self.regressor = None
+
+    def _measured_joints(self, stamp_ns: int) -> np.ndarray | None:
+        if self.p.joints_mode == 'unknown' or not self.joint_history:
+            return None
+        nearest = min(self.joint_history, key=lambda m: abs(stamp_to_ns(m.header.stamp) - stamp_ns))
+        if abs(stamp_to_ns(nearest.header.stamp) - stamp_ns) > self.p.joint_states_max_age_s * 1e9:
+            return None
+        try:
+            return joint_positions(nearest, self.kinematics.joint_names)
+        except (KeyError, ValueError) as exc:
+            self.get_logger().warning(f'/joint_states unusable: {exc}', throttle_duration_sec=5.0)
+            return None
+
+    def _on_keypoints(self, msg: KeypointArray) -> None:
+        if self.kinematics is None or not msg.instances:
+            return
+        camera = self.camera_info.get(msg.header.frame_id)
+        if camera is None:
+            return
+        started = time.perf_counter()
+        inst = msg.instances[0]
+        names = self.keypoint_names
+        px, score2d = instance_2d(inst, names)
+        pts, score3d = instance_3d(inst, names)
+        px[score2d < self.p.min_keypoint_confidence] = np.nan
+        stamp = stamp_to_ns(msg.header.stamp)
+        measured = self._measured_joints(stamp)
+        if measured is None and self.p.joints_mode == 'known':
+            self.get_logger().warning('joints_mode is "known" but no fresh /joint_states; skipping frame',
+                                   throttle_duration_sec=5.0)
+            return
+        if measured is not None:
+            estimate = fit_known_joints(measured, px, camera, self.kinematics, self.p.reprojection_error_px,
+                                        points_cam=np.where(score3d[:, None] > 0, pts, np.nan),
+                                        inlier_threshold_m=self.p.inlier_threshold_m)
+        elif self.regressor is None:
+            self.get_logger().warning('no fresh /joint_states and no usable joint model; skipping frame',
+                                   throttle_duration_sec=5.0)
+            return
+        elif np.all(np.isfinite(pts)):
+            joints = self.regressor.predict(pts)
+            estimate = fit_unknown_joints(pts, joints, px, camera, self.kinematics, self.p.inlier_threshold_m,
+                                          weights=score3d)
+        else:
+            self.get_logger().warning('lifted keypoints incomplete and no fresh /joint_states; skipping frame',
+                                   throttle_duration_sec=5.0)
+            return
+        if self.p.refine and estimate.success:
+            estimate = refine_on_reprojection(estimate, px, camera, self.kinematics, confidences=score2d,
+                                              refine_joints=measured is None,
+                                              points_cam=pts if measured is None else None)
+        self.latency_ms.append((time.perf_counter() - started) * 1e3)
+        if not estimate.success:
+            self.get_logger().warning(f'no pose this frame: {estimate.message}', throttle_duration_sec=2.0)
+            return
+        self._publish(msg, estimate, names, px)
+
+    def _publish(self, msg, estimate, names, px) -> None:
+        stamp, optical = msg.header.stamp, msg.header.frame_id
+        out = RobotCameraEstimate(camera_frame=optical, pose=pose_from_matrix(estimate.T_base_cam),
+                                  joint_names=list(self.kinematics.joint_names),
+                                  joint_positions=[float(v) for v in estimate.joints],
+                                  known_joints=estimate.known_joints, keypoint_names=list(names),
+                                  residuals_px=[float(r) for r in estimate.residuals_px],
+                                  inliers=[bool(v) for v in estimate.inliers],
+                                  mean_residual_px=estimate.mean_residual_px)
+        out.header.stamp, out.header.frame_id = stamp, self.p.base_link
+        self.pub_estimate.publish(out)
+        self.pub_joints.publish(joint_state(self.kinematics.joint_names, estimate.joints, stamp))
+        model_cam = estimate.keypoints_cam
+        edges = chain_edges(len(names))
+        self.pub_markers.publish(marker_array(
+            keypoint_markers(model_cam, optical, stamp, ns='robot_keypoints', rgba=(0.1, 0.9, 0.2, 1.0), scale=0.03,
+                             names=list(names))
+            + [skeleton_marker(model_cam, edges, optical, stamp, ns='robot_skeleton', rgba=(0.1, 0.9, 0.2, 1.0))]))
+        if self.p.publish_debug_image:
+            self._publish_debug(msg, estimate, px, edges)
+
+    def _publish_debug(self, msg, estimate, px, edges) -> None:
+        image = next((m for m in self.images if m.header.stamp == msg.header.stamp), None)
+        if image is None:
+            return
+        try:
+            rgb = rgb8_from_msg(image)
+        except ImageEncodingError as exc:
+            self.get_logger().error(f'debug image: {exc}', throttle_duration_sec=5.0)
+            return
+        camera = self.camera_info.get(msg.header.frame_id)
+        drawn = draw_skeleton(rgb, px, [], (255, 60, 60), radius=6)
+        drawn = draw_skeleton(drawn, camera.project(estimate.keypoints_cam), edges, (40, 230, 60), radius=3)
+        self.pub_debug.publish(array_to_image(drawn, 'rgb8', image.header))
+
+
+def main(args=None):
+    spin_node(RobotPoseFittingNode, args)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,147 @@
+"""robot_calib nodes over real rclpy, independent of the learned models: the calibration manager's live TF,
+services and static mode; pose fitting on ground-truth keypoints from the sim camera; bad input never crashes."""
+import numpy as np
+from conftest import spin_until
+from scipy.spatial.transform import Rotation
+
+from kp_pose_ros.core.kinematics import PANDA_KEYPOINT_LINKS
+from kp_pose_ros.core.transforms import invert_transform, make_transform, rotation_error_deg
+from kp_pose_ros.graphs.registry import get_graph
+from kp_pose_ros.graphs.runner import GraphRun
+from kp_pose_ros.graphs.spec import NodeSpec
+from kp_pose_ros.ros.poses import matrix_from_pose, pose_from_matrix
+from kp_pose_ros.ros.tf import transform_from_msg
+
+MANAGER = 'kp_pose_ros.nodes.calibration_manager:CalibrationManagerNode'
+T_BASE_OPTICAL = make_transform(Rotation.from_euler('xyz', [-110, 5, 95], degrees=True).as_matrix(), [1.3, -0.4, 0.9])
+T_LINK_OPTICAL = make_transform(np.array([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]]), [0.0, 0.015, 0.0])
+
+
+def _estimate(node, T_base_optical, residual=1.0):
+    from kp_pose_msgs.msg import RobotCameraEstimate
+
+    msg = RobotCameraEstimate(camera_frame='camera_color_optical_frame', pose=pose_from_matrix(T_base_optical),
+                              keypoint_names=list(PANDA_KEYPOINT_LINKS), residuals_px=[residual] * 7,
+                              inliers=[True] * 7, mean_residual_px=residual)
+    msg.header.stamp = node.get_clock().now().to_msg()
+    msg.header.frame_id = 'panda_link0'
+    return msg
+
+
+def _call(node, executor, srv_type, service, **fields):
+    client = node.create_client(srv_type, service)
+    assert spin_until(executor, client.service_is_ready, 10.0), f"{service} not available"
+    future = client.call_async(srv_type.Request(**fields))
+    assert spin_until(executor, future.done, 10.0)
+    return future.result()
+
+
+def test_calibration_manager_live_services_and_static_mode(ros_node, tmp_path):
+    from geometry_msgs.msg import TransformStamped
+    from kp_pose_msgs.msg import RobotCameraEstimate
+    from kp_pose_msgs.srv import ComputeCalibration, LoadCalibration, ResetCalibration, SaveCalibration
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from tf2_msgs.msg import TFMessage
+
+    from kp_pose_ros.ros.tf import StaticTfBroadcaster, transform_stamped
+
+    node, executor = ros_node
+    rng = np.random.default_rng(0)
+    StaticTfBroadcaster(node).send(transform_stamped('camera_link', 'camera_color_optical_frame', T_LINK_OPTICAL,
+                                                     node.get_clock().now().to_msg()))
+    tf_msgs, live = [], []
+    node.create_subscription(TFMessage, '/tf', tf_msgs.append, 100)
+    node.create_subscription(TransformStamped, '/robot_calib/calibration_manager/live_calibration', live.append, 10)
+    pub = node.create_publisher(RobotCameraEstimate, '/robot_calib/estimate', 10)
+    spec = NodeSpec(name='calibration_manager', namespace='/robot_calib', executable='calibration_manager',
+                    node_class=MANAGER, parameters={'calibration_dir': str(tmp_path), 'min_samples': 10,
+                                                    'publish_period_s': 0.1})
+    T_true_link = T_BASE_OPTICAL @ invert_transform(T_LINK_OPTICAL)
+    with GraphRun([spec], context=node.context) as run:
+        executor.add_node(run.nodes[0])
+        for i in range(30):
+            noise = make_transform(Rotation.from_rotvec(rng.normal(0, np.radians(0.5), 3)).as_matrix(),
+                                   rng.normal(0, 0.005, 3))
+            T = T_BASE_OPTICAL @ noise if i % 10 else T_BASE_OPTICAL @ make_transform(np.eye(3), [0.3, 0, 0])
+            pub.publish(_estimate(node, T))
+            spin_until(executor, lambda: False, 0.03)
+        pub.publish(_estimate(node, T_BASE_OPTICAL, residual=500.0))  # rejected: residual too high
+        assert spin_until(executor, lambda: len(live) > 0, 10.0)
+        T_live = transform_from_msg(live[-1])
+        assert (live[-1].header.frame_id, live[-1].child_frame_id) == ('panda_link0', 'camera_link')
+        assert np.linalg.norm(T_live[:3, 3] - T_true_link[:3, 3]) < 0.01
+        assert rotation_error_deg(T_live[:3, :3], T_true_link[:3, :3]) < 1.0
+        assert any(t.child_frame_id == 'camera_link' for m in tf_msgs for t in m.transforms)
+
+        ns = '/robot_calib/calibration_manager'
+        res = _call(node, executor, ComputeCalibration, f'{ns}/compute')
+        assert res.success, res.message
+        assert res.num_inliers == res.num_samples - 3  # the three 30 cm outliers
+        assert res.translation_std_m < 0.02 and res.rotation_std_deg < 2.0
+        assert _call(node, executor, SaveCalibration, f'{ns}/save', name='bench cell').success is False
+        saved = _call(node, executor, SaveCalibration, f'{ns}/save', name='cell_a')
+        assert saved.success and (tmp_path / 'cell_a.yaml').is_file()
+        assert _call(node, executor, ResetCalibration, f'{ns}/reset').success
+        assert not _call(node, executor, LoadCalibration, f'{ns}/load', name='missing').success
+        loaded = _call(node, executor, LoadCalibration, f'{ns}/load', name='cell_a')
+        assert loaded.success
+        np.testing.assert_allclose(transform_from_msg(loaded.transform), transform_from_msg(res.transform), atol=1e-9)
+        executor.remove_node(run.nodes[0])
+
+    static = []
+    latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    node.create_subscription(TFMessage, '/tf_static', static.append, latched)
+    graph = get_graph('calibration_publisher').nodes({'calibration_name': 'cell_a', 'calibration_dir': str(tmp_path)})
+    with GraphRun(graph, context=node.context) as run:
+        executor.add_node(run.nodes[0])
+        found = lambda: [t for m in static for t in m.transforms if t.child_frame_id == 'camera_link']  # noqa: E731
+        assert spin_until(executor, lambda: bool(found()), 10.0)
+        np.testing.assert_allclose(transform_from_msg(found()[0]), transform_from_msg(res.transform), atol=1e-9)
+        executor.remove_node(run.nodes[0])
+
+
+def test_static_mode_with_missing_calibration_keeps_running(ros_context, tmp_path):
+    spec = NodeSpec(name='calibration_publisher', executable='calibration_manager', node_class=MANAGER,
+                    parameters={'mode': 'static', 'calibration_dir': str(tmp_path), 'calibration_name': 'nope'})
+    with GraphRun([spec], context=ros_context) as run:
+        run.spin_for(0.3)
+        assert run.nodes[0].fixed is None
+
+
+def test_pose_fitting_on_ground_truth_keypoints(ros_node):
+    """Sim camera ground truth (exact 2D and 3D keypoints) through the fitting node in known-joints mode: the
+    estimate must match the true camera pose."""
+    from geometry_msgs.msg import PoseStamped
+    from kp_pose_msgs.msg import RobotCameraEstimate
+    from sensor_msgs.msg import JointState
+
+    node, executor = ros_node
+    estimates, truth, joints_out = [], {}, []
+    node.create_subscription(RobotCameraEstimate, '/robot_calib/estimate', estimates.append, 10)
+    node.create_subscription(PoseStamped, '/sim/camera_pose',
+                             lambda m: truth.__setitem__((m.header.stamp.sec, m.header.stamp.nanosec), m), 10)
+    node.create_subscription(JointState, '/robot_calib/joint_states', joints_out.append, 10)
+    specs = get_graph('sim_camera').nodes({'seed': '5'}) + [NodeSpec(
+        name='robot_pose_fitting', namespace='/robot_calib', executable='robot_pose_fitting',
+        node_class='kp_pose_ros.nodes.robot_pose_fitting:RobotPoseFittingNode',
+        parameters={'joints_mode': 'known', 'keypoint_links': list(PANDA_KEYPOINT_LINKS),
+                    'joints_model': 'missing_model.onnx'},
+        remappings=[('keypoints_3d', '/sim/keypoints'), ('camera_info', '/camera/camera/color/camera_info')])]
+    with GraphRun(specs, context=node.context) as run:
+        for n in run.nodes:
+            executor.add_node(n)
+        assert spin_until(executor, lambda: len(estimates) >= 3, 40.0), 'no estimates'
+        for n in run.nodes:
+            executor.remove_node(n)
+    matched = 0
+    for est in estimates:
+        key = (est.header.stamp.sec, est.header.stamp.nanosec)
+        if key not in truth:
+            continue
+        T_est, T_true = matrix_from_pose(est.pose), matrix_from_pose(truth[key].pose)
+        assert np.linalg.norm(T_est[:3, 3] - T_true[:3, 3]) < 2e-3
+        assert rotation_error_deg(T_est[:3, :3], T_true[:3, :3]) < 0.2
+        assert est.known_joints and est.mean_residual_px < 0.5
+        matched += 1
+    assert matched >= 1
+    assert joints_out and list(joints_out[0].name) == [f'panda_joint{i}' for i in range(1, 8)]
