@@ -9,30 +9,26 @@ from geometry_msgs.msg import Point
 from kp_pose_msgs.msg import Keypoint2D, Keypoint3D, KeypointInstance
 
 
-def instance_2d(inst: KeypointInstance, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 2) pixels and (N,) scores in the order of `names`; keypoints the instance lacks are NaN with score 0."""
-    by_name = {k.name: k for k in inst.keypoints_2d}
-    px = np.full((len(names), 2), np.nan)
-    score = np.zeros(len(names))
+def _by_name(keypoints, names: Sequence[str], width: int, coords) -> tuple[np.ndarray, np.ndarray]:
+    by_name = {k.name: k for k in keypoints}
+    values = np.full((len(names), width), np.nan)
+    scores = np.zeros(len(names))
     for i, name in enumerate(names):
         k = by_name.get(name)
         if k is not None:
-            px[i] = (k.x, k.y)
-            score[i] = k.score
-    return px, score
+            values[i] = coords(k)
+            scores[i] = k.score
+    return values, scores
+
+
+def instance_2d(inst: KeypointInstance, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2) pixels and (N,) scores in the order of `names`; keypoints the instance lacks are NaN with score 0."""
+    return _by_name(inst.keypoints_2d, names, 2, lambda k: (k.x, k.y))
 
 
 def instance_3d(inst: KeypointInstance, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(N, 3) points and (N,) scores in the order of `names`; missing ones NaN with score 0."""
-    by_name = {k.name: k for k in inst.keypoints_3d}
-    pts = np.full((len(names), 3), np.nan)
-    score = np.zeros(len(names))
-    for i, name in enumerate(names):
-        k = by_name.get(name)
-        if k is not None:
-            pts[i] = (k.position.x, k.position.y, k.position.z)
-            score[i] = k.score
-    return pts, score
+    return _by_name(inst.keypoints_3d, names, 3, lambda k: (k.position.x, k.position.y, k.position.z))
 
 
 def keypoints_2d(names: Sequence[str], px: np.ndarray, scores: np.ndarray) -> list[Keypoint2D]:
