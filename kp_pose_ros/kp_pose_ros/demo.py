@@ -1,5 +1,8 @@
-"""`make demo`: runs a pipeline graph on the synthetic camera in one process, prints what arrives live, and writes
-an annotated PNG (colour with the ground-truth skeleton beside the depth map) to demo_output/."""
+"""`make demo`: markerless camera-to-robot calibration on the synthetic camera, in one process.
+
+Runs the robot_calib graph with camera:=sim (the sim camera, 2D keypoints, diffusion lifting, pose fitting,
+calibration manager), prints the per-frame and live aggregated estimates against the true camera pose and the
+pipeline's frame rate, then computes and saves the calibration (YAML) and writes the last debug image (PNG)."""
 from __future__ import annotations
 
 import argparse
@@ -9,84 +12,142 @@ from pathlib import Path
 import numpy as np
 from rclpy.node import Node
 
-from kp_pose_ros.core.draw import chain_edges, colorize_depth, draw_skeleton, write_png
+from kp_pose_ros.core.draw import write_png
+from kp_pose_ros.core.transform_tree import TransformTree
+from kp_pose_ros.core.transforms import rotation_error_deg
 from kp_pose_ros.graphs.runner import run_graph
-from kp_pose_ros.ros.images import depth_m_from_msg, rgb8_from_msg
+from kp_pose_ros.ros.images import rgb8_from_msg
+from kp_pose_ros.ros.poses import matrix_from_pose
 from kp_pose_ros.ros.stamps import stamp_to_ns
-from kp_pose_ros.ros.sync import SyncedSubscriber
+from kp_pose_ros.ros.tf import TfListener, transform_from_msg
+
+NS = '/robot_calib'
 
 
-class SimViewer(Node):
-    """Keeps the latest synchronised colour/depth/camera_info set and the matching ground-truth keypoints."""
+class DemoObserver(Node):
+    """Collects the pipeline's outputs and the simulator's ground truth, matched by stamp."""
 
     def __init__(self, **kwargs):
-        super().__init__('demo_viewer', **kwargs)
-        from kp_pose_msgs.msg import KeypointArray
-        from sensor_msgs.msg import CameraInfo, Image
+        super().__init__('demo_observer', **kwargs)
+        from geometry_msgs.msg import PoseStamped, TransformStamped
+        from kp_pose_msgs.msg import RobotCameraEstimate
+        from sensor_msgs.msg import Image
 
-        self.frames = 0
-        self.latest = None
-        self.keypoints = {}
-        self.sync = SyncedSubscriber(self, [(Image, '/camera/camera/color/image_raw'),
-                                            (Image, '/camera/camera/aligned_depth_to_color/image_raw'),
-                                            (CameraInfo, '/camera/camera/color/camera_info')],
-                                     self._on_frame, slop_s=0.01, queue_size=5)
-        self.create_subscription(KeypointArray, '/sim/keypoints', self._on_keypoints, 10)
+        self.truth: dict[int, np.ndarray] = {}
+        self.estimates: list[tuple[int, np.ndarray, bool]] = []
+        self.live: TransformStamped | None = None
+        self.debug_image = None
+        self.tree = TransformTree()
+        self.tf = TfListener(self, self.tree)
+        self.create_subscription(PoseStamped, '/sim/camera_pose', self._on_truth, 50)
+        self.create_subscription(RobotCameraEstimate, f'{NS}/estimate', self._on_estimate, 50)
+        self.create_subscription(TransformStamped, f'{NS}/calibration_manager/live_calibration', self._on_live, 10)
+        self.create_subscription(Image, f'{NS}/debug_image', self._on_debug, 2)
 
-    def _on_frame(self, color, depth, info):
-        self.frames += 1
-        self.latest = (color, depth, info)
+    def _on_truth(self, msg):
+        self.truth[stamp_to_ns(msg.header.stamp)] = matrix_from_pose(msg.pose)
 
-    def _on_keypoints(self, msg):
-        self.keypoints[stamp_to_ns(msg.header.stamp)] = msg
-        while len(self.keypoints) > 20:
-            self.keypoints.pop(min(self.keypoints))
+    def _on_estimate(self, msg):
+        self.estimates.append((stamp_to_ns(msg.header.stamp), matrix_from_pose(msg.pose), msg.known_joints))
+
+    def _on_live(self, msg):
+        self.live = msg
+
+    def _on_debug(self, msg):
+        self.debug_image = msg
+
+    def frame_errors(self) -> list[tuple[float, float]]:
+        out = []
+        for stamp, T, _ in self.estimates:
+            if stamp in self.truth:
+                T_true = self.truth[stamp]
+                out.append((float(np.linalg.norm(T[:3, 3] - T_true[:3, 3])), rotation_error_deg(T[:3, :3], T_true[:3, :3])))
+        return out
+
+    def live_error(self) -> tuple[float, float] | None:
+        """Error of the published base -> camera_link against the truth, through the driver's static transform."""
+        if self.live is None or not self.truth:
+            return None
+        try:
+            T_link_optical = self.tree.lookup(self.live.child_frame_id, 'camera_color_optical_frame')
+        except LookupError:
+            return None
+        T = transform_from_msg(self.live) @ T_link_optical
+        T_true = self.truth[max(self.truth)]
+        return float(np.linalg.norm(T[:3, 3] - T_true[:3, 3])), rotation_error_deg(T[:3, :3], T_true[:3, :3])
 
 
-def render_overlay(color, depth, keypoints) -> np.ndarray:
-    rgb = rgb8_from_msg(color)
-    inst = keypoints.instances[0]
-    px = np.array([[k.x, k.y] for k in inst.keypoints_2d])
-    visible = np.array([k.score >= 1.0 for k in inst.keypoints_2d])
-    left = draw_skeleton(rgb, px, chain_edges(len(px)), (0, 255, 0), valid=visible)
-    right = colorize_depth(depth_m_from_msg(depth))
-    return np.concatenate([left, right], axis=1)
+def _call(node, executor, srv_type, service, timeout_s=10.0, **fields):
+    client = node.create_client(srv_type, service)
+    deadline = time.monotonic() + timeout_s
+    while not client.service_is_ready() and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+    future = client.call_async(srv_type.Request(**fields))
+    while not future.done() and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+    return future.result()
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog='kp-pose demo', description=__doc__)
-    parser.add_argument('--duration', type=float, default=8.0, help='seconds to run')
-    parser.add_argument('--out', default='demo_output', help='directory for the PNG')
-    parser.add_argument('--seed', default='0')
-    args = parser.parse_args(argv)
+    from kp_pose_msgs.srv import ComputeCalibration, SaveCalibration
 
-    with run_graph('sim_camera', {'seed': args.seed}) as run:
-        viewer = SimViewer(context=run.context)
-        run.executor.add_node(viewer)
+    parser = argparse.ArgumentParser(prog='kp-pose demo', description=__doc__)
+    parser.add_argument('--duration', type=float, default=20.0, help='seconds to run')
+    parser.add_argument('--out', default='demo_output', help='directory for the calibration YAML and the PNG')
+    parser.add_argument('--seed', default='0')
+    parser.add_argument('--known-joints', default='auto', choices=('auto', 'on', 'off'))
+    args = parser.parse_args(argv)
+    out = Path(args.out).resolve()
+
+    overrides = {'camera': 'sim', 'seed': args.seed, 'debug_image': 'true', 'known_joints': args.known_joints,
+                 'calibration_dir': str(out), 'calibration_name': 'demo'}
+    with run_graph('robot_calib', overrides) as run:
+        observer = DemoObserver(context=run.context)
+        run.executor.add_node(observer)
         try:
             start = time.monotonic()
-            next_report = start + 1.0
+            next_report = start + 2.0
             while time.monotonic() - start < args.duration:
                 run.executor.spin_once(timeout_sec=0.05)
                 if time.monotonic() >= next_report:
-                    next_report += 1.0
-                    rate = viewer.frames / (time.monotonic() - start)
-                    print(f'[{time.monotonic() - start:4.1f} s] {viewer.frames} synchronised RGB-D frames '
-                          f'({rate:.1f} Hz), dropped by sync: {viewer.sync.dropped}', flush=True)
-            if viewer.latest is None:
-                print('demo: no frames arrived')
+                    next_report += 2.0
+                    errors = observer.frame_errors()
+                    elapsed = time.monotonic() - start
+                    line = f'[{elapsed:5.1f} s] {len(observer.estimates)} estimates ({len(observer.estimates) / elapsed:.1f} FPS)'
+                    if errors:
+                        t, r = errors[-1]
+                        line += f'; last frame error {t * 100:.2f} cm {r:.2f} deg'
+                    live = observer.live_error()
+                    if live:
+                        line += f'; live aggregate error {live[0] * 100:.2f} cm {live[1]:.2f} deg'
+                    print(line, flush=True)
+            if not observer.estimates:
+                print('demo: the pipeline produced no estimate (see the log above)')
                 return 1
-            color, depth, _info = viewer.latest
-            gt = viewer.keypoints.get(stamp_to_ns(color.header.stamp))
-            if gt is None:
-                print('demo: no ground truth matched the last frame')
-                return 1
-            path = Path(args.out) / 'sim_frame.png'
-            write_png(path, render_overlay(color, depth, gt))
-            kp = gt.instances[0]
-            print(f'demo: {sum(k.score >= 1.0 for k in kp.keypoints_2d)}/{len(kp.keypoints_2d)} robot keypoints '
-                  f'visible in the last frame; overlay written to {path}')
+            errors = np.array(observer.frame_errors())
+            if errors.size:
+                print(f'demo: per-frame error median {np.median(errors[:, 0]) * 100:.2f} cm, '
+                      f'{np.median(errors[:, 1]):.2f} deg over {len(errors)} frames '
+                      f'({"known" if observer.estimates[-1][2] else "estimated"} joints)')
+            computed = _call(observer, run.executor, ComputeCalibration, f'{NS}/calibration_manager/compute')
+            print(f'demo: compute: {computed.message}')
+            live = observer.live_error()
+            if computed.success:
+                saved = _call(observer, run.executor, SaveCalibration, f'{NS}/calibration_manager/save', name='demo')
+                print(f'demo: save: {saved.message}')
+                T = transform_from_msg(computed.transform)
+                T_link_optical = observer.tree.lookup(computed.transform.child_frame_id, 'camera_color_optical_frame')
+                T_opt, T_true = T @ T_link_optical, observer.truth[max(observer.truth)]
+                print(f'demo: calibration error {np.linalg.norm(T_opt[:3, 3] - T_true[:3, 3]) * 100:.2f} cm, '
+                      f'{rotation_error_deg(T_opt[:3, :3], T_true[:3, :3]):.2f} deg '
+                      f'(reported spread {computed.translation_std_m * 100:.2f} cm, {computed.rotation_std_deg:.2f} deg)')
+            elif live:
+                print(f'demo: live aggregate error {live[0] * 100:.2f} cm, {live[1]:.2f} deg')
+            if observer.debug_image is not None:
+                path = out / 'robot_calib_debug.png'
+                write_png(path, rgb8_from_msg(observer.debug_image))
+                print(f'demo: estimated skeleton (green) over detected keypoints (red) written to {path}')
         finally:
-            run.executor.remove_node(viewer)
-            viewer.destroy_node()
+            run.executor.remove_node(observer)
+            observer.destroy_node()
     return 0

@@ -7,7 +7,7 @@ import time
 from importlib import import_module
 from pathlib import Path
 
-BENCHMARK_NAMES = ('sim_camera',)
+BENCHMARK_NAMES = ('sim_camera', 'robot_calib')
 RESULTS_DIR = Path.cwd() / 'results'
 
 

@@ -84,7 +84,7 @@ def fit_unknown_joints(points_cam: np.ndarray, joints: np.ndarray, pixels: np.nd
 
 
 def fit_known_joints(joints: np.ndarray, pixels: np.ndarray, camera: CameraModel, kinematics: RobotKinematics,
-                     reprojection_error_px: float = 8.0, points_cam: np.ndarray | None = None,
+                     reprojection_error_px: float = 15.0, points_cam: np.ndarray | None = None,
                      inlier_threshold_m: float = 0.05) -> RobotPoseEstimate:
     """PnP + RANSAC between FK(measured joints) and the 2D keypoints (NaN rows = not detected); 3D-3D when PnP has
     too few points and lifted 3D keypoints are given."""
