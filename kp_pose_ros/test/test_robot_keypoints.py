@@ -88,7 +88,7 @@ def test_missing_or_corrupt_model_raises_model_load_error(tmp_path):
     incomplete = tmp_path / 'incomplete.onnx'
     shutil.copy(MODEL, incomplete)
     incomplete.with_suffix('.yaml').write_text('keypoint_names: [a, b]\n')
-    with pytest.raises(ModelLoadError, match='lacks input.name'):
+    with pytest.raises(ModelLoadError, match='lacks "input.name"'):
         RobotKeypointDetector(incomplete, providers='cpu')
 
 

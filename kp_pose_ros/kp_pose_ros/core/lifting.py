@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from kp_pose_ros.core.diffusion import VPSDE, ddim_sample
-from kp_pose_ros.core.onnx_model import ModelLoadError, OnnxModel, load_manifest
+from kp_pose_ros.core.onnx_model import ModelLoadError, OnnxModel, load_manifest, manifest_value
 
 MIN_VALID_KEYPOINTS = 3
 CONDITION_SPACES = ('nccs', 'pixels')
@@ -32,18 +32,9 @@ class LiftResult:
     observed: np.ndarray
 
 
-def _manifest_value(manifest: dict, path: str, model_path: Path):
-    value = manifest
-    for key in path.split('.'):
-        if not isinstance(value, dict) or key not in value:
-            raise ModelLoadError(f'model manifest {Path(model_path).with_suffix(".yaml")} lacks "{path}"')
-        value = value[key]
-    return value
-
-
 def _manifest_vector(manifest: dict, path: str, model_path: Path, length: int) -> np.ndarray:
     try:
-        vector = np.asarray(_manifest_value(manifest, path, model_path), dtype=np.float64)
+        vector = np.asarray(manifest_value(manifest, path, model_path), dtype=np.float64)
     except (TypeError, ValueError):
         vector = np.zeros(0)
     if vector.shape != (length,) or not np.all(np.isfinite(vector)):
@@ -57,7 +48,7 @@ class _KeypointLifter:
     def __init__(self, model_path: str | Path, providers: str, threads: int) -> None:
         self.model_path = Path(model_path)
         manifest = load_manifest(self.model_path)
-        self.keypoint_links: tuple[str, ...] = tuple(_manifest_value(manifest, 'robot.keypoint_links', model_path))
+        self.keypoint_links: tuple[str, ...] = tuple(manifest_value(manifest, 'robot.keypoint_links', model_path))
         n = len(self.keypoint_links)
         if n < MIN_VALID_KEYPOINTS:
             raise ModelLoadError(f'model manifest of {self.model_path.name} names {n} keypoints; need at least 3')
@@ -65,11 +56,11 @@ class _KeypointLifter:
         self.scale = _manifest_vector(manifest, 'standardization.scale', model_path, 3 * n)
         if np.any(self.scale <= 0):
             raise ModelLoadError(f'model manifest of {self.model_path.name}: standardization.scale must be > 0')
-        self.condition_space = _manifest_value(manifest, 'condition.space', model_path)
+        self.condition_space = manifest_value(manifest, 'condition.space', model_path)
         if self.condition_space not in CONDITION_SPACES:
             raise ModelLoadError(f'model manifest of {self.model_path.name}: unknown condition.space '
                                  f'{self.condition_space!r}, expected one of {CONDITION_SPACES}')
-        self._pixel_scale = (float(_manifest_value(manifest, 'condition.pixel_scale', model_path))
+        self._pixel_scale = (float(manifest_value(manifest, 'condition.pixel_scale', model_path))
                              if self.condition_space == 'pixels' else 1.0)
         self.manifest = manifest
         self.model = OnnxModel(self.model_path, providers, threads)
@@ -116,8 +107,8 @@ class DiffusionLifter(_KeypointLifter):
                  steps: int | None = None, online_t_start: float | None = None, online_steps: int | None = None,
                  seed: int = 0, threads: int = 1) -> None:
         super().__init__(model_path, providers, threads)
-        sde = _manifest_value(self.manifest, 'sde', model_path)
-        sampler = _manifest_value(self.manifest, 'sampler', model_path)
+        sde = manifest_value(self.manifest, 'sde', model_path)
+        sampler = manifest_value(self.manifest, 'sampler', model_path)
         try:
             self.sde = VPSDE(sde['beta_min'], sde['beta_max'], sde['T'], sde['eps'])
             self.num_candidates = int(num_candidates or sampler['num_candidates'])
@@ -182,8 +173,8 @@ class JointRegressor:
     def __init__(self, model_path: str | Path, providers: str = 'auto', threads: int = 1) -> None:
         self.model_path = Path(model_path)
         manifest = load_manifest(self.model_path)
-        self.keypoint_links: tuple[str, ...] = tuple(_manifest_value(manifest, 'robot.keypoint_links', model_path))
-        self.joint_names: tuple[str, ...] = tuple(_manifest_value(manifest, 'robot.joint_names', model_path))
+        self.keypoint_links: tuple[str, ...] = tuple(manifest_value(manifest, 'robot.keypoint_links', model_path))
+        self.joint_names: tuple[str, ...] = tuple(manifest_value(manifest, 'robot.joint_names', model_path))
         j = len(self.joint_names)
         self.lower = _manifest_vector(manifest, 'robot.lower', model_path, j)
         self.upper = _manifest_vector(manifest, 'robot.upper', model_path, j)

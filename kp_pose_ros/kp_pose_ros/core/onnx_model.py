@@ -82,3 +82,13 @@ def load_manifest(model_path: str | Path) -> dict:
     if not isinstance(manifest, dict):
         raise ModelLoadError(f'model manifest {path} is not a mapping')
     return manifest
+
+
+def manifest_value(manifest: dict, path: str, model_path: str | Path):
+    """The manifest entry at dotted `path` (e.g. 'input.shape'); ModelLoadError naming the file when absent."""
+    value = manifest
+    for key in path.split('.'):
+        if not isinstance(value, dict) or key not in value:
+            raise ModelLoadError(f'model manifest {Path(model_path).with_suffix(".yaml")} lacks "{path}"')
+        value = value[key]
+    return value

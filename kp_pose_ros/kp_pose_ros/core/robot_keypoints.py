@@ -13,16 +13,7 @@ import numpy as np
 
 from kp_pose_ros.core.heatmaps import decode_heatmaps, heatmap_to_input
 from kp_pose_ros.core.letterbox import Letterbox
-from kp_pose_ros.core.onnx_model import ModelLoadError, OnnxModel, load_manifest
-
-
-def _field(manifest: dict, path: str, model_path: Path):
-    value = manifest
-    for key in path.split('.'):
-        if not isinstance(value, dict) or key not in value:
-            raise ModelLoadError(f'model manifest {model_path.with_suffix(".yaml")} lacks {path}')
-        value = value[key]
-    return value
+from kp_pose_ros.core.onnx_model import ModelLoadError, OnnxModel, load_manifest, manifest_value
 
 
 class RobotKeypointDetector:
@@ -33,16 +24,16 @@ class RobotKeypointDetector:
         manifest = load_manifest(model_path)
         self.manifest = manifest
         try:
-            self.keypoint_names: tuple[str, ...] = tuple(str(n) for n in _field(manifest, 'keypoint_names', model_path))
-            self.input_name = str(_field(manifest, 'input.name', model_path))
-            batch, channels, height, width = _field(manifest, 'input.shape', model_path)
+            self.keypoint_names: tuple[str, ...] = tuple(str(n) for n in manifest_value(manifest, 'keypoint_names', model_path))
+            self.input_name = str(manifest_value(manifest, 'input.name', model_path))
+            batch, channels, height, width = manifest_value(manifest, 'input.shape', model_path)
             self.input_size = (int(width), int(height))
-            self.pad_value = float(_field(manifest, 'input.letterbox.pad_value', model_path))
-            self._mean = np.array(_field(manifest, 'input.normalisation.mean', model_path), np.float32)
-            self._std = np.array(_field(manifest, 'input.normalisation.std', model_path), np.float32)
-            self.output_name = str(_field(manifest, 'output.name', model_path))
-            self.stride = float(_field(manifest, 'output.stride', model_path))
-            self.smoothing_sigma = float(_field(manifest, 'decoding.smoothing_sigma', model_path))
+            self.pad_value = float(manifest_value(manifest, 'input.letterbox.pad_value', model_path))
+            self._mean = np.array(manifest_value(manifest, 'input.normalisation.mean', model_path), np.float32)
+            self._std = np.array(manifest_value(manifest, 'input.normalisation.std', model_path), np.float32)
+            self.output_name = str(manifest_value(manifest, 'output.name', model_path))
+            self.stride = float(manifest_value(manifest, 'output.stride', model_path))
+            self.smoothing_sigma = float(manifest_value(manifest, 'decoding.smoothing_sigma', model_path))
         except (TypeError, ValueError) as exc:
             raise ModelLoadError(f'model manifest {model_path.with_suffix(".yaml")} is malformed: {exc}') from exc
         if channels != 3 or self._mean.shape != (3,) or self._std.shape != (3,) or np.any(self._std <= 0):
