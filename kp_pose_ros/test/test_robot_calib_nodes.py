@@ -145,3 +145,34 @@ def test_pose_fitting_on_ground_truth_keypoints(ros_node):
         matched += 1
     assert matched >= 1
     assert joints_out and list(joints_out[0].name) == [f'panda_joint{i}' for i in range(1, 8)]
+
+
+def test_calibration_manager_refuses_scattered_estimates(ros_node, tmp_path):
+    """Estimates scattered by ~30 cm / 20 deg (a detector failing on this view) must not become a TF."""
+    from geometry_msgs.msg import TransformStamped
+    from kp_pose_msgs.msg import RobotCameraEstimate
+    from kp_pose_msgs.srv import ComputeCalibration
+
+    from kp_pose_ros.ros.tf import StaticTfBroadcaster, transform_stamped
+
+    node, executor = ros_node
+    rng = np.random.default_rng(1)
+    StaticTfBroadcaster(node).send(transform_stamped('camera_link', 'camera_color_optical_frame', T_LINK_OPTICAL,
+                                                     node.get_clock().now().to_msg()))
+    live = []
+    node.create_subscription(TransformStamped, '/robot_calib/calibration_manager/live_calibration', live.append, 10)
+    pub = node.create_publisher(RobotCameraEstimate, '/robot_calib/estimate', 10)
+    spec = NodeSpec(name='calibration_manager', namespace='/robot_calib', executable='calibration_manager',
+                    node_class=MANAGER, parameters={'calibration_dir': str(tmp_path), 'publish_period_s': 0.1})
+    with GraphRun([spec], context=node.context) as run:
+        executor.add_node(run.nodes[0])
+        for _ in range(30):
+            scatter = make_transform(Rotation.from_rotvec(rng.normal(0, np.radians(20), 3)).as_matrix(),
+                                     rng.normal(0, 0.3, 3))
+            pub.publish(_estimate(node, T_BASE_OPTICAL @ scatter))
+            spin_until(executor, lambda: False, 0.03)
+        spin_until(executor, lambda: False, 0.5)
+        res = _call(node, executor, ComputeCalibration, '/robot_calib/calibration_manager/compute')
+        executor.remove_node(run.nodes[0])
+    assert not res.success and 'disagree too much' in res.message and res.translation_std_m > 0.05
+    assert live == []

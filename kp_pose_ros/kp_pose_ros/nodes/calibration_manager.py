@@ -41,6 +41,9 @@ PARAMS = (
     Param('min_samples', 10, 'Fewest estimates an aggregate is computed from.', min_value=1, max_value=10000),
     Param('max_residual_px', 15.0, 'Estimates whose mean keypoint reprojection residual exceeds this are ignored.',
           min_value=0.1, max_value=1000.0),
+    Param('max_translation_std_m', 0.05, 'A live aggregate or computed calibration whose inlier spread exceeds this '
+          'is not published: a wrong TF is worse than none for a grasping stack.', min_value=0.0, max_value=10.0),
+    Param('max_rotation_std_deg', 5.0, 'The same bound on the rotation spread.', min_value=0.0, max_value=180.0),
     Param('publish_period_s', 0.5, 'How often the live aggregate is recomputed and published on /tf.',
           min_value=0.01, max_value=60.0),
 )
@@ -106,6 +109,14 @@ class CalibrationManagerNode(Node):
             return None
         return transform_stamped(base, self.p.root_frame, compose_root(T_base_optical, T_root_optical), stamp)
 
+    def _too_spread(self, result) -> str:
+        """Why `result` must not be published ('' when it may)."""
+        if result.translation_std_m > self.p.max_translation_std_m or result.rotation_std_deg > self.p.max_rotation_std_deg:
+            return (f'estimates disagree too much: spread {result.translation_std_m * 100:.1f} cm, '
+                    f'{result.rotation_std_deg:.1f} deg (limits {self.p.max_translation_std_m * 100:g} cm, '
+                    f'{self.p.max_rotation_std_deg:g} deg); move the robot through more poses or check the camera')
+        return ''
+
     def _publish_live(self) -> None:
         if self.fixed is not None:
             self.fixed.header.stamp = self.get_clock().now().to_msg()
@@ -117,6 +128,10 @@ class CalibrationManagerNode(Node):
             self.live_result = aggregate(self.live.samples, min_samples=self.p.min_samples)
         except CalibrationError as exc:
             self.get_logger().warning(f'live window not consistent: {exc}', throttle_duration_sec=5.0)
+            return
+        reason = self._too_spread(self.live_result)
+        if reason:
+            self.get_logger().warning(f'not publishing the live calibration: {reason}', throttle_duration_sec=5.0)
             return
         msg = self._root_transform(self.latest.header.frame_id, self.live_result.T_base_cam,
                                    self.latest.camera_frame, self.latest.header.stamp)
@@ -146,6 +161,13 @@ class CalibrationManagerNode(Node):
         except CalibrationError as exc:
             response.success, response.message = False, str(exc)
             return response
+        response.translation_std_m = float(result.translation_std_m)
+        response.rotation_std_deg = float(result.rotation_std_deg)
+        response.num_inliers = result.num_inliers
+        reason = self._too_spread(result)
+        if reason:
+            response.success, response.message = False, f'not calibrated: {reason}'
+            return response
         msg = self._root_transform(self.latest.header.frame_id, result.T_base_cam, self.latest.camera_frame,
                                    self.get_clock().now().to_msg())
         if msg is None:
@@ -159,10 +181,7 @@ class CalibrationManagerNode(Node):
         response.message = (f'calibrated from {result.num_inliers}/{result.num_samples} {kind} samples: '
                             f'spread {result.translation_std_m * 100:.2f} cm, {result.rotation_std_deg:.2f} deg')
         response.transform = msg
-        response.translation_std_m = float(result.translation_std_m)
-        response.rotation_std_deg = float(result.rotation_std_deg)
         response.mean_reprojection_error_px = float(result.mean_residual_px)
-        response.num_inliers = result.num_inliers
         self.get_logger().info(response.message)
         return response
 
