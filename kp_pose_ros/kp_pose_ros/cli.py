@@ -125,14 +125,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--wait', type=float, default=5.0, help='discovery time (s)')
     p.add_argument('--qos', default='sensor_data', choices=('sensor_data', 'reliable'))
     p.set_defaults(fn=cmd_hz)
-    p = sub.add_parser('demo', help='the main job on the synthetic camera (make demo)', add_help=False)
-    p.add_argument('demo_args', nargs=argparse.REMAINDER)
+    p = sub.add_parser('demo', help='the main job on the synthetic camera (make demo); kp-pose demo --help',
+                       add_help=False)
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser('bench', help='run a benchmark and write its results file')
     p.add_argument('name')
     p.add_argument('--output', default=None, help='results file (default results/<name>.json)')
     p.set_defaults(fn=cmd_bench)
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == 'demo':
+        args.demo_args = rest  # the demo has its own options
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return args.fn(args)
 
 

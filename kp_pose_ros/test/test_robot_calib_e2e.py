@@ -17,10 +17,10 @@ from kp_pose_ros.ros.keypoint_msgs import instance_3d
 from kp_pose_ros.ros.poses import matrix_from_pose
 from kp_pose_ros.ros.stamps import stamp_to_ns
 
-# Median keypoint ADD over the run. The committed CPU-trained 2D model gives a median ADD of about 7 cm with known
-# joints over random views (README, robot_calib benchmark); this bound catches a broken graph (wrong frames, wrong
-# keypoint order, wrong intrinsics give metres), not the model's accuracy, which the benchmark reports.
-MEDIAN_ADD_M = 0.15
+# Median keypoint ADD over the run. With the committed CPU-trained 2D model it is 10-20 cm here (known joints,
+# 30-frame static-camera window; README, robot_calib benchmark). This bound catches a broken graph (wrong frames,
+# keypoint order or intrinsics give metres), not the model's accuracy, which the benchmark reports.
+MEDIAN_ADD_M = 0.3
 
 
 def test_robot_calib_graph_on_sim_camera(ros_node, tmp_path):

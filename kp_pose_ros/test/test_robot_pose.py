@@ -116,3 +116,26 @@ def test_failure_is_a_result_not_an_exception(kin):
     est = fit_unknown_joints(empty, q, px, CAMERA, kin)
     assert not est.success and '3D-3D fit failed' in est.message
     assert refine_on_reprojection(est, px, CAMERA, kin) is est
+
+
+def test_static_camera_window_beats_single_frames(kin):
+    """One camera, 30 arm poses, 6 px detector noise and a few gross outliers: PnP over the whole window must land
+    far closer to the truth than the typical single-frame PnP, and report the current frame."""
+    from kp_pose_ros.core.robot_pose import fit_known_joints_window, window_entry
+
+    rng = np.random.default_rng(7)
+    q0, T, _, _ = _scene(kin, rng)
+    window, single = [], []
+    for _ in range(30):
+        q = kin.sample_joints(rng, 1, margin=0.1)[0]
+        px = CAMERA.project(transform_points(T, kin.keypoints(q))) + rng.normal(0, 6.0, (7, 2))
+        px[rng.random(7) < 0.05] += 150.0
+        window.append(window_entry(q, px, CAMERA, kin))
+        est = fit_known_joints(q, px, CAMERA, kin)
+        single.append(_errors(est.T_cam_base, T)[0] if est.success else np.inf)
+    est = fit_known_joints_window(window, q, px, CAMERA, kin)
+    assert est.success and est.known_joints and '30 frames' in est.message
+    dt, dr = _errors(est.T_cam_base, T)
+    assert dt < 0.02 and dr < 1.0, (dt, dr)
+    assert dt < 0.5 * np.median(single)
+    np.testing.assert_allclose(est.joints, q)

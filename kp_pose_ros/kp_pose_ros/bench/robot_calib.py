@@ -101,12 +101,14 @@ ROWS = (
     ('regression lifter (Table III)', 'predicted', 'regression', False, False, False),
     ('diffusion without NCCS (Table IV)', 'predicted', 'nonccs', True, False, False),
     ('known joints: PnP + refinement (Table VI)', 'predicted', None, False, True, True),
+    ('known joints: PnP over a 30-frame static-camera window', 'predicted', None, False, False, 'window'),
 )
 
 
 def evaluate(models: Models, sets: dict, row) -> dict:
     from kp_pose_ros.core.calibration import CalibrationError, CalibrationSample, aggregate
-    from kp_pose_ros.core.robot_pose import fit_known_joints, fit_unknown_joints, refine_on_reprojection
+    from kp_pose_ros.core.robot_pose import (fit_known_joints, fit_known_joints_window, fit_unknown_joints,
+                                             refine_on_reprojection, window_entry)
     from kp_pose_ros.core.transforms import rotation_error_deg
 
     name, source, lifter_name, online, refine, known = row
@@ -117,7 +119,7 @@ def evaluate(models: Models, sets: dict, row) -> dict:
     for fov_name, sequences in sets.items():
         add, joint_err, calib_t, calib_r = [], [], [], []
         for frames in sequences:
-            previous, samples = None, []
+            previous, samples, window = None, [], []
             for frame in frames:
                 camera = frame.camera
                 if source == 'predicted':
@@ -130,7 +132,10 @@ def evaluate(models: Models, sets: dict, row) -> dict:
                 started = time.perf_counter()
                 estimate = None
                 try:
-                    if known:
+                    if known == 'window':
+                        window = (window + [window_entry(frame.joints, px, camera, kin)])[-30:]
+                        estimate = fit_known_joints_window(window, frame.joints, px, camera, kin)
+                    elif known:
                         estimate = fit_known_joints(frame.joints, px, camera, kin)
                     else:
                         condition = px if lifter.condition_space == 'pixels' else camera.normalize(px)

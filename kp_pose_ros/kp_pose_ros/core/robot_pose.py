@@ -5,6 +5,10 @@
 - known joints: the robot's own /joint_states -> forward kinematics -> PnP + RANSAC on the 2D keypoints (DREAM-style),
   falling back on the 3D-3D fit when too few 2D keypoints were found.
 
+With a static camera and known joints, every frame shares one camera pose: fit_known_joints_window solves PnP over
+the keypoints of many frames (and so many arm poses) at once, which averages detector noise and avoids the flips a
+7-point PnP makes.
+
 Either estimate can then be refined on what the camera actually measured, the 2D keypoints: pose (and, with unknown
 joints, the joint angles) by robust least squares on the reprojection error, with priors that keep the joints near the
 regressor's output and the keypoints near the lifted depth. The paper stops before this step.
@@ -12,6 +16,7 @@ regressor's output and the keypoints near the lifted depth. The paper stops befo
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Sequence
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -98,6 +103,29 @@ def fit_known_joints(joints: np.ndarray, pixels: np.ndarray, camera: CameraModel
                        message=f'PnP failed ({fit.message}); used the 3D-3D fit' if fallback.success
                        else f'PnP failed ({fit.message}); {fallback.message}')
     return RobotPoseEstimate(False, f'PnP failed: {fit.message}', known_joints=True)
+
+
+def fit_known_joints_window(window: Sequence[tuple[np.ndarray, np.ndarray]], joints: np.ndarray, pixels: np.ndarray,
+                            camera: CameraModel, kinematics: RobotKinematics,
+                            reprojection_error_px: float = 15.0) -> RobotPoseEstimate:
+    """PnP + RANSAC over the keypoints of several frames seen by a static camera: `window` holds, per frame, the FK
+    keypoints in the base frame (M, 3) and their undistorted detected pixels (M, 2); the result is reported for the
+    current frame (`joints`, `pixels`)."""
+    object_points = np.concatenate([w[0] for w in window])
+    image_points = np.concatenate([w[1] for w in window])
+    fit = pnp_ransac(object_points, image_points, camera.K, None, reprojection_error_px)
+    if not fit.success:
+        return RobotPoseEstimate(False, f'multi-frame PnP failed: {fit.message}', known_joints=True)
+    residuals = reprojection_residuals(fit.T, kinematics.keypoints(joints), pixels, camera)
+    return _finish(fit.T, joints, kinematics, pixels, camera, residuals < reprojection_error_px, True,
+                   f'{len(window)} frames, {fit.num_inliers}/{len(object_points)} inlier keypoints')
+
+
+def window_entry(joints: np.ndarray, pixels: np.ndarray, camera: CameraModel,
+                 kinematics: RobotKinematics) -> tuple[np.ndarray, np.ndarray]:
+    """One frame's contribution to fit_known_joints_window: its detected keypoints only."""
+    ok = np.all(np.isfinite(pixels), axis=1)
+    return kinematics.keypoints(joints)[ok], camera.undistort_pixels(pixels[ok])
 
 
 def refine_on_reprojection(estimate: RobotPoseEstimate, pixels: np.ndarray, camera: CameraModel,

@@ -88,7 +88,7 @@ class CalibrationManagerNode(Node):
     def _on_estimate(self, msg: RobotCameraEstimate) -> None:
         if not math.isfinite(msg.mean_residual_px) or msg.mean_residual_px > self.p.max_residual_px:
             self.get_logger().warning(f'ignoring an estimate with mean residual {msg.mean_residual_px:.1f} px '
-                                   f'(max_residual_px {self.p.max_residual_px:g})', throttle_duration_sec=5.0)
+                                      f'(max_residual_px {self.p.max_residual_px:g})', throttle_duration_sec=5.0)
             return
         try:
             self.live.add(self._sample(msg))
@@ -105,7 +105,7 @@ class CalibrationManagerNode(Node):
             T_root_optical = self.tree.lookup(self.p.root_frame, optical)
         except LookupError as exc:
             self.get_logger().warning(f'cannot publish to {self.p.root_frame}: {exc} (is the camera driver publishing '
-                                   f'/tf_static?)', throttle_duration_sec=5.0)
+                                      f'/tf_static?)', throttle_duration_sec=5.0)
             return None
         return transform_stamped(base, self.p.root_frame, compose_root(T_base_optical, T_root_optical), stamp)
 

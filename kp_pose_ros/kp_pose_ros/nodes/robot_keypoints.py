@@ -46,7 +46,7 @@ class RobotKeypointsNode(Node):
             return
         if self.p.max_image_age_s > 0 and age_s(self.get_clock(), msg.header.stamp) > self.p.max_image_age_s:
             self.get_logger().warning(f'dropping an image {age_s(self.get_clock(), msg.header.stamp):.2f} s old '
-                                   f'(max_image_age_s {self.p.max_image_age_s:g})', throttle_duration_sec=5.0)
+                                      f'(max_image_age_s {self.p.max_image_age_s:g})', throttle_duration_sec=5.0)
             return
         try:
             rgb = rgb8_from_msg(msg)

@@ -16,7 +16,8 @@ from kp_pose_ros.core.draw import chain_edges, draw_skeleton
 from kp_pose_ros.core.image_codec import ImageEncodingError
 from kp_pose_ros.core.lifting import JointRegressor
 from kp_pose_ros.core.onnx_model import PROVIDER_CHOICES
-from kp_pose_ros.core.robot_pose import fit_known_joints, fit_unknown_joints, refine_on_reprojection
+from kp_pose_ros.core.robot_pose import (fit_known_joints, fit_known_joints_window, fit_unknown_joints,
+                                         refine_on_reprojection, window_entry)
 from kp_pose_ros.ros.camera_info import CameraInfoCache
 from kp_pose_ros.ros.images import array_to_image, rgb8_from_msg
 from kp_pose_ros.ros.joint_states import joint_positions, joint_state
@@ -50,6 +51,9 @@ PARAMS = (
           min_value=0.001, max_value=1.0),
     Param('reprojection_error_px', 15.0, 'PnP RANSAC inlier threshold (the committed keypoint model has p90 error '
           '18 px).', min_value=0.5, max_value=100.0),
+    Param('static_camera_frames', 30, 'Known joints: solve PnP over the keypoints of this many recent frames at once, '
+          'assuming the camera does not move relative to the robot base (0: per frame, e.g. eye-in-hand).',
+          min_value=0, max_value=1000),
     Param('refine', True, 'Refine the pose (and unknown joints) on the 2D reprojection error.'),
     Param('publish_debug_image', False, 'Subscribe to the colour image and publish it with the skeleton drawn.'),
 )
@@ -76,6 +80,7 @@ class RobotPoseFittingNode(Node):
         self.pub_joints = self.create_publisher(JointState, 'joint_states', 10)
         self.pub_markers = self.create_publisher(MarkerArray, 'markers', 10)
         self.images: deque[Image] = deque(maxlen=10)
+        self.window: deque = deque(maxlen=max(1, p.static_camera_frames))
         if p.publish_debug_image:
             self.pub_debug = self.create_publisher(Image, 'debug_image', 2)
             self.create_subscription(Image, 'image', lambda m: self.images.append(m), qos_from_name('sensor_data', 5))
@@ -121,15 +126,20 @@ class RobotPoseFittingNode(Node):
         measured = self._measured_joints(stamp)
         if measured is None and self.p.joints_mode == 'known':
             self.get_logger().warning('joints_mode is "known" but no fresh /joint_states; skipping frame',
-                                   throttle_duration_sec=5.0)
+                                      throttle_duration_sec=5.0)
             return
-        if measured is not None:
+        windowed = measured is not None and self.p.static_camera_frames > 0
+        if windowed:
+            self.window.append(window_entry(measured, px, camera, self.kinematics))
+            estimate = fit_known_joints_window(self.window, measured, px, camera, self.kinematics,
+                                               self.p.reprojection_error_px)
+        elif measured is not None:
             estimate = fit_known_joints(measured, px, camera, self.kinematics, self.p.reprojection_error_px,
                                         points_cam=np.where(score3d[:, None] > 0, pts, np.nan),
                                         inlier_threshold_m=self.p.inlier_threshold_m)
         elif self.regressor is None:
             self.get_logger().warning('no fresh /joint_states and no usable joint model; skipping frame',
-                                   throttle_duration_sec=5.0)
+                                      throttle_duration_sec=5.0)
             return
         elif np.all(np.isfinite(pts)):
             joints = self.regressor.predict(pts)
@@ -137,9 +147,10 @@ class RobotPoseFittingNode(Node):
                                           weights=score3d)
         else:
             self.get_logger().warning('lifted keypoints incomplete and no fresh /joint_states; skipping frame',
-                                   throttle_duration_sec=5.0)
+                                      throttle_duration_sec=5.0)
             return
-        if self.p.refine and estimate.success:
+        # A single frame's refinement would pull the window's pose back towards that frame's noise.
+        if self.p.refine and estimate.success and not windowed:
             estimate = refine_on_reprojection(estimate, px, camera, self.kinematics, confidences=score2d,
                                               refine_joints=measured is None,
                                               points_cam=pts if measured is None else None)

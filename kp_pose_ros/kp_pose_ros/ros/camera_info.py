@@ -27,7 +27,7 @@ class CameraInfoCache:
             self._last_msg = msg
         except CameraModelError as exc:
             self.node.get_logger().warning(f'ignoring camera_info on {self.node.resolve_topic_name("camera_info")}: '
-                                        f'{exc}', throttle_duration_sec=5.0)
+                                           f'{exc}', throttle_duration_sec=5.0)
 
     def get(self, frame_id: str) -> CameraModel | None:
         """The intrinsics for data in `frame_id`, or None (logged) when none arrived or they are for another frame."""
@@ -36,6 +36,6 @@ class CameraInfoCache:
             return None
         if frame_id and self.frame_id and frame_id != self.frame_id:
             self.node.get_logger().warning(f'camera_info is for frame {self.frame_id!r} but the data is in {frame_id!r}; '
-                                        'check the remappings', throttle_duration_sec=5.0)
+                                           'check the remappings', throttle_duration_sec=5.0)
             return None
         return self.model
