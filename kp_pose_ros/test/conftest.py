@@ -47,3 +47,17 @@ def spin_until(executor, predicate, timeout_s=10.0):
     while not predicate() and time.monotonic() < deadline:
         executor.spin_once(timeout_sec=0.05)
     return predicate()
+
+
+def random_sim_frames(config, seed: int, count: int) -> list:
+    """`count` renders of a synthetic scene, each with a new collision-free arm pose, camera pose and appearance."""
+    from kp_pose_ros.sim.scene import SimScene
+
+    with SimScene(config, seed=seed) as scene:
+        frames = []
+        for _ in range(count):
+            scene.set_joint_positions(scene.sample_joint_positions())
+            scene.randomize_camera()
+            scene.randomize_appearance()
+            frames.append(scene.render())
+        return frames

@@ -3,6 +3,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import random_sim_frames
 
 from kp_pose_ros.core.kinematics import PANDA_KEYPOINT_LINKS
 from kp_pose_ros.core.onnx_model import ModelLoadError
@@ -28,15 +29,8 @@ def detector():
 
 
 def fresh_frames(camera: str):
-    config = SceneConfig(camera=preset(camera), num_distractors=3)
-    with SimScene(config, seed=FRESH_SEEDS[camera]) as scene:
-        frames = []
-        for _ in range(FRAMES_PER_CAMERA):
-            scene.set_joint_positions(scene.sample_joint_positions())
-            scene.randomize_camera()
-            scene.randomize_appearance()
-            frames.append(scene.render())
-    return frames
+    return random_sim_frames(SceneConfig(camera=preset(camera), num_distractors=3), FRESH_SEEDS[camera],
+                             FRAMES_PER_CAMERA)
 
 
 def test_manifest_describes_the_model(detector):

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pybullet_data
 import pytest
+from conftest import random_sim_frames
 
 from kp_pose_ros.core.camera import CameraModel
 from kp_pose_ros.core.kinematics import RobotKinematics
@@ -32,14 +33,7 @@ NEIGHBOURS = {
 
 
 def random_frames(seed: int, count: int, **config):
-    with SimScene(SceneConfig(camera=SMALL_CAMERA, **config), seed=seed) as scene:
-        frames = []
-        for _ in range(count):
-            scene.set_joint_positions(scene.sample_joint_positions())
-            scene.randomize_camera()
-            scene.randomize_appearance()
-            frames.append(scene.render())
-        return frames
+    return random_sim_frames(SceneConfig(camera=SMALL_CAMERA, **config), seed, count)
 
 
 @pytest.fixture(scope='module')
