@@ -13,14 +13,16 @@ from kp_pose_ros.sim.camera_presets import preset
 from kp_pose_ros.sim.scene import SceneConfig, SimScene, look_at
 
 MODEL = model_file('robot_keypoints_panda.onnx')
-# Scene seeds the training data never used (training shards use seed * 10000 + shard < 100000, validation 100000+).
+# Scene seeds the committed model's data never used (its training shards have seeds 0-63, validation 10**9 + 0-2).
 FRESH_SEEDS = {'realsense_d435': 424242, 'azure_kinect': 535353}
-FRAMES_PER_CAMERA = 4
-# Bounds on visible keypoints' errors in each camera's own pixels, set from the manifest's validation figures
-# (median about 2.5 px at 640x480, 90th percentile about 8 px) with a wide margin: fresh scenes are few here.
-MEDIAN_BOUND_PX = {'realsense_d435': 6.0, 'azure_kinect': 12.0}
-WITHIN_BOUND_PX = {'realsense_d435': 20.0, 'azure_kinect': 40.0}
-WITHIN_FRACTION = 0.85
+FRAMES_PER_CAMERA = 6
+# Bounds on visible keypoints' errors in each camera's own pixels. Measured on 20 (RealSense) and 12 (Azure) other
+# groups of 4 fresh frames like these: group medians 2.9-7.1 px and 5.9-10.3 px, 68-100 % of errors within 20 px and
+# 92-100 % within 40 px (the validation set's median at 640x480 is 5 px, its 90th percentile 15 px). The bounds
+# leave room for a retrained model of similar quality and still fail a broken one (errors of tens of pixels).
+MEDIAN_BOUND_PX = {'realsense_d435': 12.0, 'azure_kinect': 20.0}
+WITHIN_BOUND_PX = {'realsense_d435': 30.0, 'azure_kinect': 50.0}
+WITHIN_FRACTION = 0.75
 
 
 @pytest.fixture(scope='module')
