@@ -47,3 +47,9 @@ def preset(name: str) -> CameraModel:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown camera preset {name!r}; available: {', '.join(PRESET_NAMES)}") from None
+
+
+# The cross-camera evaluation of RoboKeyGen (Table II): name -> (width, height, horizontal FOV in degrees). Held-out
+# sets of both trainers are rendered or sampled at these.
+PAPER_EVAL_CAMERAS = {'xbox360_kinect_62.73': (640, 480, 62.73), 'realsense_70.21': (640, 480, 70.21),
+                      'azure_kinect_93.01': (1280, 720, 93.01)}

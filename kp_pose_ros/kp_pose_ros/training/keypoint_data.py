@@ -30,7 +30,7 @@ import yaml
 from kp_pose_ros.core.heatmaps import input_to_heatmap
 from kp_pose_ros.core.letterbox import Letterbox
 from kp_pose_ros.sim.backgrounds import random_background
-from kp_pose_ros.sim.camera_presets import camera_from_fov
+from kp_pose_ros.sim.camera_presets import PAPER_EVAL_CAMERAS, camera_from_fov
 from kp_pose_ros.sim.dataset import load_annotations, load_frame, load_meta, write_dataset
 from kp_pose_ros.sim.scene import SceneConfig
 
@@ -51,8 +51,6 @@ WIDE_ASPECT_CHANCE = 1 / 3
 SHADOW_CHANCE = 1 / 6
 MAX_DISTRACTORS = 6
 # The three simulated cameras of RoboKeyGen's cross-camera study: name -> (width, height, HFOV deg).
-EVAL_CAMERAS = {'xbox360_kinect_62.73': (640, 480, 62.73), 'realsense_70.21': (640, 480, 70.21),
-                'azure_kinect_93.01': (1280, 720, 93.01)}
 VALIDATION_DISTRACTORS = 4
 # Seeds of validation shards are offset from training ones so the two never share a scene.
 VALIDATION_SEED_OFFSET = 10**9
@@ -114,7 +112,7 @@ def validation_shards(seed: int, frames_per_camera: int) -> list[ShardSpec]:
     """One shard per evaluation camera at its full resolution, with distractors and the training view ranges."""
     return [ShardSpec(name=f'val_{name}', width=w, height=h, hfov_deg=hfov, num_distractors=VALIDATION_DISTRACTORS,
                       shadows=False, seed=VALIDATION_SEED_OFFSET + seed * 10_000 + k, frames=frames_per_camera)
-            for k, (name, (w, h, hfov)) in enumerate(EVAL_CAMERAS.items())]
+            for k, (name, (w, h, hfov)) in enumerate(PAPER_EVAL_CAMERAS.items())]
 
 
 def _shard_complete(path: Path, spec: ShardSpec) -> bool:

@@ -31,14 +31,13 @@ from kp_pose_ros.core.camera import CameraModel
 from kp_pose_ros.core.diffusion import VPSDE
 from kp_pose_ros.core.kinematics import PANDA_BASE_LINK, PANDA_KEYPOINT_LINKS, RobotKinematics
 from kp_pose_ros.core.lifting import DiffusionLifter, JointRegressor, RegressionLifter
+from kp_pose_ros.sim.camera_presets import PAPER_EVAL_CAMERAS
 from kp_pose_ros.core.rigid_fit import umeyama
 from kp_pose_ros.core.urdf import load_urdf
 from kp_pose_ros.training.robot_pairs import PairBatch, RobotPairGenerator
 
 PANDA_URDF = 'franka_panda/panda.urdf'
 # The three simulated cameras of RoboKeyGen's cross-camera study (Table II): name -> (width, height, HFOV deg).
-EVAL_CAMERAS = {'xbox360_kinect_62.73': (640, 480, 62.73), 'realsense_70.21': (640, 480, 70.21),
-                'azure_kinect_93.01': (1280, 720, 93.01)}
 # The no-NCCS ablation sees a single camera in training, like a model trained on one sensor's images.
 NONCCS_TRAIN_CAMERA = 'realsense_70.21'
 # Raw pixels are divided by this to keep the network's inputs near unit range.
@@ -418,7 +417,7 @@ def add_summary(add: np.ndarray) -> dict:
 def eval_sets(kinematics: RobotKinematics, seed: int, sequences: int) -> dict[str, dict[str, list[PairBatch]]]:
     """Per camera, exact and corrupted 3-frame sequences (drawn independently), from held-out seeds."""
     sets = {}
-    for index, (name, (w, h, fov)) in enumerate(EVAL_CAMERAS.items()):
+    for index, (name, (w, h, fov)) in enumerate(PAPER_EVAL_CAMERAS.items()):
         camera = CameraModel.from_fov(w, h, fov)
         sets[name] = {
             corruption: RobotPairGenerator(kinematics, seed=seed + EVAL_SEED_OFFSET + index).sample_sequences(
@@ -530,7 +529,7 @@ def build_diffusion(args, kinematics, standardizer, space: str, path: Path,
     same data, by its own loss, with its own gradient clipping, it is exactly the direct-regression baseline, so
     Table III compares the same regressor with and without the diffusion model around it."""
     n = len(kinematics.keypoint_links)
-    camera = CameraModel.from_fov(*EVAL_CAMERAS[NONCCS_TRAIN_CAMERA]) if space == 'pixels' else None
+    camera = CameraModel.from_fov(*PAPER_EVAL_CAMERAS[NONCCS_TRAIN_CAMERA]) if space == 'pixels' else None
     generator = RobotPairGenerator(kinematics, seed=args.seed + (1 if space == 'pixels' else 0))
     torch.manual_seed(args.seed)
     regression = KeypointRegressor(n, args.regression_hidden, args.regression_blocks, UV_SCALE, standardizer,
@@ -548,7 +547,7 @@ def build_diffusion(args, kinematics, standardizer, space: str, path: Path,
         condition_section = {'space': 'nccs', 'layout': cond_text}
     else:
         cond_text = f'raw pixels / {PIXEL_SCALE} times the mask (2N), then the mask (N)'
-        w, h, fov = EVAL_CAMERAS[NONCCS_TRAIN_CAMERA]
+        w, h, fov = PAPER_EVAL_CAMERAS[NONCCS_TRAIN_CAMERA]
         data = (f'as robot_lifter_panda but every sample seen by one camera, {w}x{h} HFOV {fov} deg, '
                 'conditioned on raw pixels: the ablation of RoboKeyGen Table IV')
         condition_section = {'space': 'pixels', 'pixel_scale': PIXEL_SCALE, 'layout': cond_text,
@@ -651,7 +650,7 @@ def evaluate_all(args, kinematics, names: dict[str, Path]) -> None:
     if args.only in (None, 'diffusion', 'joints'):
         diffusion = DiffusionLifter(names['diffusion'], providers='cpu', seed=args.seed)
     if args.only in (None, 'diffusion'):
-        metrics = {'description': description, 'cameras': {k: list(v) for k, v in EVAL_CAMERAS.items()},
+        metrics = {'description': description, 'cameras': {k: list(v) for k, v in PAPER_EVAL_CAMERAS.items()},
                    'add': evaluate_lifter(diffusion, sets, online=True),
                    'latency_cpu_1_thread': {
                        'single_frame': lift_latency(diffusion, sets[NONCCS_TRAIN_CAMERA]['corrupted'], False),
