@@ -162,8 +162,8 @@ def _parse_joint(element: ET.Element, links: set[str]) -> Joint:
     origin_element = element.find('origin')
     origin = np.eye(4)
     if origin_element is not None:
-        origin[:3, 3] = _floats(origin_element.get('xyz', '0 0 0'), f"joint '{name}' origin xyz")
-        rpy = _floats(origin_element.get('rpy', '0 0 0'), f"joint '{name}' origin rpy")
+        origin[:3, 3] = parse_vector3(origin_element.get('xyz', '0 0 0'), f"joint '{name}' origin xyz")
+        rpy = parse_vector3(origin_element.get('rpy', '0 0 0'), f"joint '{name}' origin rpy")
         # URDF rpy are fixed-axis rotations about x, then y, then z: R = Rz(yaw) Ry(pitch) Rx(roll).
         origin[:3, :3] = Rotation.from_euler('xyz', rpy).as_matrix()
     origin.flags.writeable = False
@@ -184,7 +184,8 @@ def _joint_link(element: ET.Element, joint: str, role: str, links: set[str]) -> 
     return link
 
 
-def _floats(text: str, what: str) -> np.ndarray:
+def parse_vector3(text: str, what: str) -> np.ndarray:
+    """Three finite numbers from a URDF attribute (xyz, rpy, axis, size, scale)."""
     try:
         values = np.array([float(token) for token in text.split()])
     except ValueError:
@@ -197,7 +198,8 @@ def _floats(text: str, what: str) -> np.ndarray:
 def _joint_axis(element: ET.Element, joint: str) -> np.ndarray:
     axis_element = element.find('axis')
     # The URDF default axis is x.
-    axis = _floats(axis_element.get('xyz', '1 0 0') if axis_element is not None else '1 0 0', f"joint '{joint}' axis")
+    axis = parse_vector3(axis_element.get('xyz', '1 0 0') if axis_element is not None else '1 0 0',
+                         f"joint '{joint}' axis")
     norm = np.linalg.norm(axis)
     if norm < 1e-9:
         raise URDFError(f"joint '{joint}' has a zero axis")

@@ -24,6 +24,7 @@ from pybullet_utils import bullet_client
 
 from kp_pose_ros.core.camera import CameraModel
 from kp_pose_ros.core.kinematics import PANDA_KEYPOINT_LINKS
+from kp_pose_ros.core.robot_surface import with_absolute_mesh_paths
 from kp_pose_ros.core.transforms import as_transform, invert_transform, make_transform, transform_points
 from kp_pose_ros.sim.backgrounds import random_background
 from kp_pose_ros.sim.camera_presets import preset
@@ -239,7 +240,8 @@ class SimScene:
         c, cfg = self._client, self.config
         urdf_path = _resolve_urdf(cfg.robot_urdf)
         with open(urdf_path, encoding='utf-8') as f:
-            self.urdf_text = f.read()
+            # As published on /robot_description: meshes as file:// URIs, found without the file's directory.
+            self.urdf_text = with_absolute_mesh_paths(f.read(), os.path.dirname(urdf_path))
         self.robot_id = c.loadURDF(urdf_path, basePosition=[0, 0, 0], useFixedBase=True,
                                    flags=pybullet.URDF_USE_MATERIAL_COLORS_FROM_MTL)
         joints = [c.getJointInfo(self.robot_id, j) for j in range(c.getNumJoints(self.robot_id))]
