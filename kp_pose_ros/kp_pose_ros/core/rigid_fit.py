@@ -139,6 +139,23 @@ def _minimal_sets(n: int, max_hypotheses: int, seed: int) -> np.ndarray:
     return np.argsort(rng.random((max_hypotheses, n)), axis=1)[:, :3]
 
 
+def rigid_hypotheses(src: ArrayLike, dst: ArrayLike, max_hypotheses: int = 500, seed: int = 0) -> np.ndarray:
+    """Poses T (dst <- src), (H, 4, 4), fitted to 3-point subsets of the valid pairs (all subsets when few enough),
+    degenerate subsets left out: the candidates for a caller that verifies them with other evidence than the pairs
+    themselves (e.g. depth, which tells true keypoints from a detector's confident guesses)."""
+    src, dst = _points(src, 3, 'src'), _points(dst, 3, 'dst')
+    if src.shape != dst.shape:
+        raise ValueError(f'src and dst must have the same shape, got {src.shape} and {dst.shape}')
+    index = np.flatnonzero(np.isfinite(src).all(axis=1) & np.isfinite(dst).all(axis=1))
+    if len(index) < 3:
+        return np.zeros((0, 4, 4))
+    sets = index[_minimal_sets(len(index), max_hypotheses, seed)]
+    R, t, _, ok = _umeyama_batch(src[sets], dst[sets], np.ones(sets.shape), False)
+    T = np.zeros((int(ok.sum()), 4, 4))
+    T[:, :3, :3], T[:, :3, 3], T[:, 3, 3] = R[ok], t[ok], 1.0
+    return T
+
+
 def _robust_weights(r: np.ndarray, loss: str, scale: float) -> np.ndarray:
     u = r / scale
     if loss == 'huber':
@@ -284,3 +301,30 @@ def pnp_ransac(object_points: ArrayLike, image_points: ArrayLike, K: ArrayLike, 
                            f'{min_inliers} required', residuals)
     rms = float(np.sqrt(np.mean(residuals[inliers] ** 2)))
     return PoseFitResult(True, make_transform(R, t), inliers, residuals, rms)
+
+
+def p3p_hypotheses(object_points: ArrayLike, image_points: ArrayLike, K: ArrayLike,
+                   max_sets: int = 200, seed: int = 0) -> np.ndarray:
+    """Every pose T (camera <- object), (H, 4, 4), that fits some 3 keypoints exactly (P3P: up to 4 per subset).
+
+    Pixels must be undistorted (pinhole K). Three points are the least a pose needs, so an arm cut by the image
+    border, with three true keypoints among confident wrong ones, still has its pose among these; the caller must
+    verify them with other evidence (e.g. depth).
+    """
+    obj, img = _points(object_points, 3, 'object_points'), _points(image_points, 2, 'image_points')
+    if len(obj) != len(img):
+        raise ValueError(f'object_points and image_points differ in length: {len(obj)} vs {len(img)}')
+    K, _ = _intrinsics(K, None)
+    index = np.flatnonzero(np.isfinite(obj).all(axis=1) & np.isfinite(img).all(axis=1))
+    poses = []
+    if len(index) >= 3:
+        for subset in index[_minimal_sets(len(index), max_sets, seed)]:
+            try:
+                count, rvecs, tvecs = cv2.solveP3P(np.ascontiguousarray(obj[subset]),
+                                                   np.ascontiguousarray(img[subset]), K, None,
+                                                   flags=cv2.SOLVEPNP_P3P)
+            except cv2.error:
+                continue
+            for rvec, tvec in zip(rvecs[:count], tvecs[:count]):
+                poses.append(make_transform(cv2.Rodrigues(rvec)[0], np.asarray(tvec).reshape(3)))
+    return np.array(poses).reshape(-1, 4, 4)

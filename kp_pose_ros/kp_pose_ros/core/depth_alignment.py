@@ -1,0 +1,246 @@
+"""Camera pose refined on the depth image: the robot's surface model, placed by forward kinematics, is aligned with the
+measured depth by robust point-to-plane ICP.
+
+Keypoints put the camera within centimetres; the depth of thousands of surface points pins it to millimetres, and
+over many frames of a static camera (one shared pose, many arm configurations) the alignment averages the sensor's
+noise instead of sharing one view's keypoint bias. RoboKeyGen works on RGB alone; an RGB-D camera measures more.
+
+Per iteration: model points facing the camera, inside the image and not hidden behind a nearer measured surface are
+matched to their nearest measured point (k-d tree over the depth pixels near the projected robot); residuals are
+point-to-plane along the measured normals, weighted by a Huber kernel; one Gauss-Newton step on the pose. The match
+radius shrinks over the schedule, so a first estimate centimetres off still converges while the final fit ignores
+everything that is not the robot (floor, clutter, the other side of a link).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from kp_pose_ros.core.camera import CameraModel
+
+# Correspondence radius (m) per stage, coarse to fine, and Gauss-Newton steps per stage.
+DEFAULT_SCHEDULE = (0.08, 0.04, 0.02, 0.01)
+# Enough to pull a rough hypothesis onto the arm before hypotheses are compared.
+COARSE_SCHEDULE = (0.08, 0.04)
+STEPS_PER_STAGE = 4
+# Match against every `stride`-th depth pixel: a quarter of the points, the same pose.
+DEFAULT_STRIDE = 2
+_NORMAL_BASELINE_PX = 2
+
+
+@dataclass(frozen=True, eq=False)
+class DepthView:
+    """One depth image: camera-frame points (H, W, 3; NaN where there is no depth) for visibility look-ups, and
+    every ``stride``-th valid point with its normal in a k-d tree for matching, built once and shared by every
+    hypothesis and iteration."""
+
+    points: np.ndarray
+    cloud: np.ndarray
+    cloud_normals: np.ndarray
+    tree: cKDTree
+
+
+@dataclass(frozen=True, eq=False)
+class DepthAlignment:
+    """Result of align_to_depth. ``coverage``: fraction of the visible model points that found a measured point at
+    the final radius — low coverage means the depth does not show the robot where the pose puts it."""
+
+    success: bool
+    message: str
+    T_cam_base: np.ndarray | None = None
+    correspondences: int = 0
+    rms_m: float = float('nan')
+    coverage: float = 0.0
+
+
+def depth_view(depth_m: np.ndarray, camera: CameraModel, stride: int = DEFAULT_STRIDE) -> DepthView:
+    """Back-project a depth image (metres along the optical axis, aligned to ``camera``) and estimate normals.
+
+    Non-finite or non-positive depth is treated as missing. A stereo camera's per-pixel noise at 1.5 m (~5 mm) is
+    as large as the spacing of neighbouring points, so the depth is median-filtered (5x5, keeps the edges) and normals
+    are taken over a 4-pixel baseline; they face the camera.
+    """
+    depth = np.asarray(depth_m, dtype=np.float64)
+    if depth.shape != (camera.height, camera.width):
+        raise ValueError(f'depth image is {depth.shape[1]}x{depth.shape[0]} but the camera model is '
+                         f'{camera.width}x{camera.height}: depth must be aligned to this camera')
+    if int(stride) != stride or stride < 1:
+        raise ValueError(f'stride must be a positive integer, got {stride}')
+    valid = np.isfinite(depth) & (depth > 0)
+    smoothed = cv2.medianBlur(np.where(valid, depth, 0.0).astype(np.float32), 5).astype(np.float64)
+    smoothed[~valid | (smoothed <= 0)] = np.nan
+    points = _rays(camera) * smoothed[..., None]
+    h = _NORMAL_BASELINE_PX
+    du = np.full_like(points, np.nan)
+    dv = np.full_like(points, np.nan)
+    du[:, h:-h] = points[:, 2 * h:] - points[:, :-2 * h]
+    dv[h:-h] = points[2 * h:] - points[:-2 * h]
+    normals = np.cross(du[::stride, ::stride], dv[::stride, ::stride]).reshape(-1, 3)
+    cloud = points[::stride, ::stride].reshape(-1, 3)
+    length = np.linalg.norm(normals, axis=1)
+    ok = np.isfinite(length) & (length > 0) & np.all(np.isfinite(cloud), axis=1)
+    cloud, normals = cloud[ok], normals[ok] / length[ok, None]
+    normals *= -np.sign(np.sum(normals * cloud, axis=1))[:, None]
+    points.flags.writeable = False
+    return DepthView(points, cloud, normals, cKDTree(cloud))
+
+
+def align_to_depth(views: Sequence[DepthView], model_points: Sequence[np.ndarray],
+                   model_normals: Sequence[np.ndarray], camera: CameraModel, T_cam_base: np.ndarray,
+                   schedule: Sequence[float] = DEFAULT_SCHEDULE, steps_per_stage: int = STEPS_PER_STAGE,
+                   min_correspondences: int = 100,
+                   min_coverage: float = 0.3) -> DepthAlignment:
+    """Refine T(camera <- base) so the robot surface (per view: points and normals in the base frame, e.g. from
+    RobotSurface.in_base at that frame's joints) lies on the measured depth of every view.
+
+    All views share one camera pose (a static camera, or a single frame). Fails, keeping nothing, when too few
+    points match or too little of the visible model is matched at the final radius.
+    """
+    if not (len(views) == len(model_points) == len(model_normals)) or not views:
+        raise ValueError(f'need one model per depth view and at least one view; got {len(views)} views, '
+                         f'{len(model_points)} point sets, {len(model_normals)} normal sets')
+    if not schedule or any(not r > 0 for r in schedule):
+        raise ValueError(f'schedule must list positive radii, got {tuple(schedule)}')
+    T = np.array(T_cam_base, dtype=np.float64)
+    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+        return DepthAlignment(False, 'initial pose is not a finite 4x4 transform')
+    stats = (0, float('nan'), 0.0)
+    for radius in schedule:
+        for _ in range(steps_per_stage):
+            system, stats = _normal_equations(views, model_points, model_normals, camera, T, radius)
+            if system is None:
+                break
+            H, g = system
+            try:
+                step = np.linalg.solve(H + 1e-9 * np.eye(6), -g)
+            except np.linalg.LinAlgError:
+                break
+            update = np.eye(4)
+            update[:3, :3] = Rotation.from_rotvec(step[:3]).as_matrix()
+            update[:3, 3] = step[3:]
+            T = update @ T
+            if np.linalg.norm(step[:3]) < 1e-5 and np.linalg.norm(step[3:]) < 1e-5:
+                break
+    _, stats = _normal_equations(views, model_points, model_normals, camera, T, schedule[-1])
+    count, rms, coverage = stats
+    if count < min_correspondences:
+        return DepthAlignment(False, f'only {count} model points matched the depth (need {min_correspondences})',
+                              correspondences=count, rms_m=rms, coverage=coverage)
+    if coverage < min_coverage:
+        return DepthAlignment(False, f'only {coverage:.0%} of the visible robot surface matched the depth '
+                                     f'(need {min_coverage:.0%})', correspondences=count, rms_m=rms, coverage=coverage)
+    return DepthAlignment(True, f'{count} points, rms {rms * 1000:.1f} mm, coverage {coverage:.0%}', T, count, rms,
+                          coverage)
+
+
+def depth_agreement(view: DepthView, points_base: np.ndarray, normals_base: np.ndarray, camera: CameraModel,
+                    poses: np.ndarray, tolerance_m: float = 0.02, see_through_weight: float = 1.0) -> np.ndarray:
+    """For each candidate T(camera <- base) (H, 4, 4): how many camera-facing model points land in the image on a
+    measured depth within ``tolerance_m`` of their own, less ``see_through_weight`` times those where the camera
+    sees farther than the point (it looks through where the pose puts the robot). A cheap vote that tells a right pose from a wrong one long before
+    ICP could, so hypotheses from a few keypoints can be checked by the hundred."""
+    poses = np.asarray(poses, dtype=np.float64).reshape(-1, 4, 4)
+    scores = np.zeros(len(poses))
+    z_map = view.points[..., 2]
+    for h, T in enumerate(poses):
+        x = points_base @ T[:3, :3].T + T[:3, 3]
+        facing = np.sum((normals_base @ T[:3, :3].T) * x, axis=1) < 0
+        x = x[facing & (x[:, 2] > 0)]
+        if len(x) == 0:
+            continue
+        px = np.round(camera.project(x))
+        u, v = px[:, 0], px[:, 1]
+        inside = (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
+        gap = z_map[v[inside].astype(int), u[inside].astype(int)] - x[inside, 2]
+        scores[h] = np.count_nonzero(np.abs(gap) < tolerance_m) - see_through_weight * np.count_nonzero(gap > tolerance_m)
+    return scores
+
+
+def _normal_equations(views, model_points, model_normals, camera, T, radius):
+    """Gauss-Newton system (H, g) for a left-multiplied pose update, and (matches, rms, coverage)."""
+    H, g = np.zeros((6, 6)), np.zeros(6)
+    matched = visible = 0
+    squares = 0.0
+    R, t = T[:3, :3], T[:3, 3]
+    for view, points_base, normals_base in zip(views, model_points, model_normals):
+        x = points_base @ R.T + t
+        n_model = normals_base @ R.T
+        facing = np.sum(n_model * x, axis=1) < 0
+        px = camera.project(x)
+        u = np.round(px[:, 0])
+        v = np.round(px[:, 1])
+        inside = facing & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
+        x, u, v = x[inside], u[inside].astype(int), v[inside].astype(int)
+        # Hidden behind something nearer that the camera measured: no match to look for.
+        measured_z = view.points[v, u, 2]
+        seen = ~(measured_z < x[:, 2] - radius)
+        x = x[seen]
+        visible += len(x)
+        if len(x) == 0:
+            continue
+        distance, index = view.tree.query(x, distance_upper_bound=radius)
+        ok = np.isfinite(distance)
+        if not ok.any():
+            continue
+        x, o, n = x[ok], view.cloud[index[ok]], view.cloud_normals[index[ok]]
+        r = np.sum(n * (x - o), axis=1)
+        # Huber weights at a third of the radius.
+        k = radius / 3.0
+        w = np.where(np.abs(r) <= k, 1.0, k / np.maximum(np.abs(r), 1e-12))
+        J = np.hstack([np.cross(x, n), n])
+        H += (J * w[:, None]).T @ J
+        g += (J * w[:, None]).T @ r
+        matched += len(r)
+        squares += float(np.sum(r ** 2))
+    stats = (matched, float(np.sqrt(squares / matched)) if matched else float('nan'),
+             matched / visible if visible else 0.0)
+    return ((H, g) if matched >= 6 else None), stats
+
+
+_RAYS: dict[tuple, np.ndarray] = {}
+
+
+def _rays(camera: CameraModel) -> np.ndarray:
+    """(H, W, 3) rays (x/z, y/z, 1) of every pixel, cached per intrinsics since undistorting a full grid is slow."""
+    key = (camera.width, camera.height, camera.K.tobytes(), camera.D.tobytes(), camera.distortion_model)
+    rays = _RAYS.get(key)
+    if rays is None:
+        u, v = np.meshgrid(np.arange(camera.width, dtype=float), np.arange(camera.height, dtype=float))
+        xy = camera.normalize(np.column_stack([u.ravel(), v.ravel()])).reshape(camera.height, camera.width, 2)
+        rays = np.concatenate([xy, np.ones((camera.height, camera.width, 1))], axis=-1)
+        rays.flags.writeable = False
+        if len(_RAYS) >= 8:
+            _RAYS.pop(next(iter(_RAYS)))
+        _RAYS[key] = rays
+    return rays
+
+
+def keypoints_from_depth(view: DepthView, pixels: np.ndarray, window_px: int = 2,
+                         behind_surface_m: float = 0.03) -> np.ndarray:
+    """Rough camera-frame 3D keypoints (NaN where unknown): the median measured depth around each detected pixel,
+    pushed ``behind_surface_m`` along the ray because link origins lie inside the links, not on their skin.
+
+    Good to a few centimetres, which is all an initial 3D-3D fit before align_to_depth needs.
+    """
+    pixels = np.asarray(pixels, dtype=np.float64)
+    height, width = view.points.shape[:2]
+    out = np.full((len(pixels), 3), np.nan)
+    for k, (u, v) in enumerate(pixels):
+        if not (np.isfinite(u) and np.isfinite(v)):
+            continue
+        col, row = int(round(u)), int(round(v))
+        if not (0 <= col < width and 0 <= row < height):
+            continue
+        patch = view.points[max(0, row - window_px):row + window_px + 1, max(0, col - window_px):col + window_px + 1]
+        patch = patch.reshape(-1, 3)
+        patch = patch[np.isfinite(patch[:, 2])]
+        if len(patch) == 0:
+            continue
+        surface = patch[np.argsort(patch[:, 2])[len(patch) // 2]]
+        out[k] = surface * (1.0 + behind_surface_m / np.linalg.norm(surface))
+    return out

@@ -1,0 +1,94 @@
+"""Camera pose from the robot's known joints and one RGB-D frame: keypoint hypotheses checked against the depth, then
+the robot surface aligned with the depth (core/depth_alignment.py).
+
+Hypotheses come from the caller (PnP on the 2D keypoints, the previous frame's pose) and from every 3-keypoint
+subset of the keypoints lifted by the measured depth. The depth vote picks among them, which survives what defeats
+PnP alone: an arm cut by the image border, where the detector places its missing keypoints confidently on the wrong
+link. Only then does ICP refine, from the few best.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from kp_pose_ros.core.camera import CameraModel
+from kp_pose_ros.core.depth_alignment import (COARSE_SCHEDULE, DepthAlignment, align_to_depth, depth_agreement, depth_view,
+                                              keypoints_from_depth)
+from kp_pose_ros.core.kinematics import RobotKinematics
+from kp_pose_ros.core.rigid_fit import p3p_hypotheses, rigid_hypotheses
+from kp_pose_ros.core.robot_surface import RobotSurface
+
+
+@dataclass(frozen=True)
+class DepthFitConfig:
+    """Knobs of RobotDepthFitter; the defaults are the ones the benchmark measured."""
+
+    max_hypotheses: int = 200       # 3-keypoint subsets per hypothesis generator (all of them for up to 10 keypoints)
+    coarse_hypotheses: int = 12     # best-voted hypotheses moved by a few coarse ICP steps, then voted on again
+    refined_hypotheses: int = 2     # of those, the best refined by full ICP
+    accept_coverage: float = 0.8    # a candidate whose alignment matches this much of the visible robot is taken
+    vote_tolerance_m: float = 0.02
+    min_coverage: float = 0.3
+    min_correspondences: int = 100
+
+
+class RobotDepthFitter:
+    """T(camera <- base) of a robot with known joints from its keypoints and an aligned depth image."""
+
+    def __init__(self, surface: RobotSurface, kinematics: RobotKinematics, config: DepthFitConfig = DepthFitConfig()):
+        if tuple(surface.link_names) != tuple(kinematics.link_names):
+            raise ValueError(f'the surface model covers links {surface.link_names} but the kinematics '
+                             f'{kinematics.link_names}: sample the surface for kinematics.link_names')
+        self.surface = surface
+        self.kinematics = kinematics
+        self.config = config
+
+    def fit(self, depth_m: np.ndarray, camera: CameraModel, joints: np.ndarray, pixels: np.ndarray,
+            candidates: Sequence[np.ndarray | None] = ()) -> DepthAlignment:
+        """Best pose for this frame; ``pixels`` (N, 2) are the detected keypoints (NaN rows: not detected) and
+        ``candidates`` poses T(camera <- base) to try first (the previous frame's, PnP's; None entries are skipped).
+
+        A candidate whose alignment covers ``accept_coverage`` of the visible robot ends the search; otherwise the
+        keypoint hypotheses are voted on by the depth and the best few refined. Among refined poses the one the
+        depth agrees with most (1 cm, counting see-through against it) wins.
+        """
+        cfg = self.config
+        view = depth_view(depth_m, camera)
+        points, normals = self.surface.in_base(self.kinematics.link_poses(joints))
+        refined = []
+
+        def refine(T):
+            aligned = align_to_depth([view], [points], [normals], camera, T,
+                                     min_correspondences=cfg.min_correspondences, min_coverage=cfg.min_coverage)
+            if aligned.success:
+                refined.append(aligned)
+            return aligned
+
+        for candidate in candidates:
+            if candidate is not None and np.all(np.isfinite(candidate)):
+                aligned = refine(np.asarray(candidate, float))
+                if aligned.success and aligned.coverage >= cfg.accept_coverage:
+                    return aligned
+        keypoints = self.kinematics.keypoints(joints)
+        poses = np.concatenate([
+            rigid_hypotheses(keypoints, keypoints_from_depth(view, pixels), cfg.max_hypotheses),
+            p3p_hypotheses(keypoints, camera.undistort_pixels(pixels), camera.K, cfg.max_hypotheses)])
+        if len(poses):
+            # A hypothesis from three noisy keypoints may be 10 cm off and outvoted by a pose that lays the arm on the
+            # floor; a few coarse ICP steps bring the right one onto the arm, where the see-through count then
+            # separates it from the floor-lying ones.
+            votes = depth_agreement(view, points, normals, camera, poses, cfg.vote_tolerance_m, see_through_weight=0)
+            shortlist = [poses[i] for i in np.argsort(-votes, kind='stable')[:cfg.coarse_hypotheses] if votes[i] > 0]
+            coarse = [align_to_depth([view], [points], [normals], camera, T, schedule=COARSE_SCHEDULE,
+                                     steps_per_stage=2, min_correspondences=0, min_coverage=0.0) for T in shortlist]
+            coarse = np.array([a.T_cam_base for a in coarse if a.success]).reshape(-1, 4, 4)
+            votes = depth_agreement(view, points, normals, camera, coarse, cfg.vote_tolerance_m)
+            for index in np.argsort(-votes, kind='stable')[:cfg.refined_hypotheses]:
+                refine(coarse[index])
+        if not refined:
+            return DepthAlignment(False, f'none of {len(poses)} keypoint hypotheses and {len(candidates)} '
+                                         'candidates aligned with the depth')
+        final = depth_agreement(view, points, normals, camera, np.array([a.T_cam_base for a in refined]), 0.01)
+        return refined[int(np.argmax(final))]
