@@ -121,6 +121,15 @@ def fit_known_joints_window(window: Sequence[tuple[np.ndarray, np.ndarray]], joi
                    f'{len(window)} frames, {fit.num_inliers}/{len(object_points)} inlier keypoints')
 
 
+def estimate_at_pose(T_cam_base: np.ndarray, joints: np.ndarray, pixels: np.ndarray, camera: CameraModel,
+                     kinematics: RobotKinematics, reprojection_error_px: float = 15.0,
+                     message: str = '') -> RobotPoseEstimate:
+    """A known-joints estimate for a pose found by other means (e.g. depth alignment): residuals of the detected
+    keypoints under it, inliers those within ``reprojection_error_px``."""
+    residuals = reprojection_residuals(T_cam_base, kinematics.keypoints(joints), pixels, camera)
+    return _finish(T_cam_base, joints, kinematics, pixels, camera, residuals < reprojection_error_px, True, message)
+
+
 def window_entry(joints: np.ndarray, pixels: np.ndarray, camera: CameraModel,
                  kinematics: RobotKinematics) -> tuple[np.ndarray, np.ndarray]:
     """One frame's contribution to fit_known_joints_window: its detected keypoints only."""

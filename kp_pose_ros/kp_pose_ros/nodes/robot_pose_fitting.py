@@ -1,5 +1,6 @@
 """Camera pose relative to the robot from its keypoints: joint angles (regressed, or the robot's own /joint_states
-when fresh), forward kinematics, robust fitting, reprojection refinement (core/robot_pose.py). Publishes the
+when fresh), forward kinematics, robust fitting, reprojection refinement (core/robot_pose.py); with known joints and
+an aligned depth image, the robot's surface aligned with the depth (core/robot_depth.py). Publishes the
 per-frame estimate for the calibration manager, the arm's estimated joint states, RViz markers and a debug image."""
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from kp_pose_ros.core.draw import chain_edges, draw_skeleton
 from kp_pose_ros.core.image_codec import ImageEncodingError
 from kp_pose_ros.core.lifting import JointRegressor
 from kp_pose_ros.core.onnx_model import PROVIDER_CHOICES
-from kp_pose_ros.core.robot_pose import (fit_known_joints, fit_known_joints_window, fit_unknown_joints,
-                                         refine_on_reprojection, window_entry)
+from kp_pose_ros.core.robot_depth import RobotDepthFitter
+from kp_pose_ros.core.robot_pose import (estimate_at_pose, fit_known_joints, fit_known_joints_window,
+                                         fit_unknown_joints, refine_on_reprojection, window_entry)
+from kp_pose_ros.core.robot_surface import GEOMETRY_KINDS, sample_robot_surface
+from kp_pose_ros.core.urdf import URDFError
 from kp_pose_ros.ros.camera_info import CameraInfoCache
-from kp_pose_ros.ros.images import array_to_image, rgb8_from_msg
+from kp_pose_ros.ros.images import array_to_image, depth_m_from_msg, rgb8_from_msg
 from kp_pose_ros.ros.joint_states import joint_positions, joint_state
 from kp_pose_ros.ros.keypoint_msgs import instance_2d, instance_3d
 from kp_pose_ros.ros.markers import keypoint_markers, marker_array, skeleton_marker
@@ -55,6 +59,14 @@ PARAMS = (
           'assuming the camera does not move relative to the robot base (0: per frame, e.g. eye-in-hand).',
           min_value=0, max_value=1000),
     Param('refine', True, 'Refine the pose (and unknown joints) on the 2D reprojection error.'),
+    Param('depth_alignment', True, 'Known joints: align the robot\'s surface model (URDF meshes) with the aligned depth '
+          'image on the `depth` topic; the pose then comes from the depth. Off, or no depth: keypoints only.'),
+    Param('depth_max_offset_s', 0.02, 'How far apart the depth and colour stamps may be to pair them.',
+          min_value=0.0, max_value=1.0),
+    Param('surface_geometry', 'visual', 'URDF geometry the surface model is sampled from.',
+          choices=GEOMETRY_KINDS),
+    Param('surface_points', 3000, 'Points sampled over the robot\'s surface for the depth alignment.',
+          min_value=200, max_value=50000),
     Param('publish_debug_image', False, 'Subscribe to the colour image and publish it with the skeleton drawn.'),
 )
 
@@ -68,6 +80,9 @@ class RobotPoseFittingNode(Node):
         self.keypoint_names = tuple(k for k in p.keypoint_links if k) or (
             self.regressor.keypoint_links if self.regressor else ())
         self.kinematics = None
+        self.depth_fitter: RobotDepthFitter | None = None
+        self.last_depth_pose: np.ndarray | None = None
+        self.depths: deque[Image] = deque(maxlen=10)
         if self.keypoint_names:
             self.robot = RobotModelSource(self, p.urdf_path, p.base_link, self.keypoint_names, self._on_robot)
         else:
@@ -85,9 +100,25 @@ class RobotPoseFittingNode(Node):
             self.pub_debug = self.create_publisher(Image, 'debug_image', 2)
             self.create_subscription(Image, 'image', lambda m: self.images.append(m), qos_from_name('sensor_data', 5))
         self.latency_ms: list[float] = []
+        if p.depth_alignment:
+            self.create_subscription(Image, 'depth', lambda m: self.depths.append(m), qos_from_name('sensor_data', 5))
 
-    def _on_robot(self, kinematics) -> None:
-        self.kinematics = kinematics
+    def _on_robot(self, robot: RobotModelSource) -> None:
+        self.kinematics = kinematics = robot.kinematics
+        self.last_depth_pose = None
+        if self.p.depth_alignment:
+            try:
+                surface = sample_robot_surface(robot.urdf_text, kinematics.link_names, robot.urdf_dir,
+                                               robot.package_dir, self.p.surface_geometry,
+                                               self.p.surface_points)
+                self.depth_fitter = RobotDepthFitter(surface, kinematics)
+                for problem in surface.missing:
+                    self.get_logger().warning(f'surface model: skipped {problem}')
+                self.get_logger().info(f'depth alignment on: {len(surface.points)} surface points from the '
+                                       f'{self.p.surface_geometry} geometry of {len(surface.link_names)} links')
+            except (URDFError, ValueError, OSError) as exc:
+                self.depth_fitter = None
+                self.get_logger().error(f'depth alignment off: no surface model from the robot description ({exc})')
         if self.regressor is None:
             return
         if list(kinematics.joint_names) != list(self.regressor.joint_names) \
@@ -149,8 +180,11 @@ class RobotPoseFittingNode(Node):
             self.get_logger().warning('lifted keypoints incomplete and no fresh /joint_states; skipping frame',
                                       throttle_duration_sec=5.0)
             return
+        aligned = None
+        if measured is not None and self.depth_fitter is not None:
+            estimate, aligned = self._align_to_depth(msg, camera, measured, px, estimate)
         # A single frame's refinement would pull the window's pose back towards that frame's noise.
-        if self.p.refine and estimate.success and not windowed:
+        if self.p.refine and estimate.success and not windowed and aligned is None:
             estimate = refine_on_reprojection(estimate, px, camera, self.kinematics, confidences=score2d,
                                               refine_joints=measured is None,
                                               points_cam=pts if measured is None else None)
@@ -158,9 +192,33 @@ class RobotPoseFittingNode(Node):
         if not estimate.success:
             self.get_logger().warning(f'no pose this frame: {estimate.message}', throttle_duration_sec=2.0)
             return
-        self._publish(msg, estimate, names, px)
+        self._publish(msg, estimate, names, px, aligned)
 
-    def _publish(self, msg, estimate, names, px) -> None:
+    def _align_to_depth(self, msg, camera, joints, px, estimate):
+        """The depth-aligned estimate and its alignment, or the keypoint estimate and None when there is no usable
+        depth image or the alignment fails (logged)."""
+        stamp = stamp_to_ns(msg.header.stamp)
+        depth_msg = min(self.depths, key=lambda m: abs(stamp_to_ns(m.header.stamp) - stamp), default=None)
+        if depth_msg is None or abs(stamp_to_ns(depth_msg.header.stamp) - stamp) > self.p.depth_max_offset_s * 1e9:
+            self.get_logger().warning('no depth image within depth_max_offset_s of the colour image; keypoints only',
+                                      throttle_duration_sec=5.0)
+            return estimate, None
+        try:
+            depth = depth_m_from_msg(depth_msg)
+            aligned = self.depth_fitter.fit(depth, camera, joints, px, candidates=(
+                self.last_depth_pose, estimate.T_cam_base if estimate.success else None))
+        except (ImageEncodingError, ValueError) as exc:
+            self.get_logger().error(f'depth image unusable: {exc}', throttle_duration_sec=5.0)
+            return estimate, None
+        if not aligned.success:
+            self.get_logger().warning(f'depth alignment failed: {aligned.message}; keypoints only',
+                                      throttle_duration_sec=2.0)
+            return estimate, None
+        self.last_depth_pose = aligned.T_cam_base
+        return estimate_at_pose(aligned.T_cam_base, joints, px, camera, self.kinematics,
+                                self.p.reprojection_error_px, f'depth: {aligned.message}'), aligned
+
+    def _publish(self, msg, estimate, names, px, aligned) -> None:
         stamp, optical = msg.header.stamp, msg.header.frame_id
         out = RobotCameraEstimate(camera_frame=optical, pose=pose_from_matrix(estimate.T_base_cam),
                                   joint_names=list(self.kinematics.joint_names),
@@ -168,7 +226,10 @@ class RobotPoseFittingNode(Node):
                                   known_joints=estimate.known_joints, keypoint_names=list(names),
                                   residuals_px=[float(r) for r in estimate.residuals_px],
                                   inliers=[bool(v) for v in estimate.inliers],
-                                  mean_residual_px=estimate.mean_residual_px)
+                                  mean_residual_px=estimate.mean_residual_px,
+                                  depth_aligned=aligned is not None,
+                                  depth_rms_m=aligned.rms_m if aligned is not None else float('nan'),
+                                  depth_coverage=aligned.coverage if aligned is not None else 0.0)
         out.header.stamp, out.header.frame_id = stamp, self.p.base_link
         self.pub_estimate.publish(out)
         self.pub_joints.publish(joint_state(self.kinematics.joint_names, estimate.joints, stamp))

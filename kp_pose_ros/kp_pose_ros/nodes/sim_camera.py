@@ -52,6 +52,8 @@ PARAMS = (
           min_value=0.0, max_value=3600.0),
     Param('num_distractors', 0, 'Distractor objects placed around the robot.', min_value=0, max_value=20),
     Param('random_background', True, 'Random procedural floor and background textures.'),
+    Param('depth_noise_std_m', 0.002, 'Gaussian depth noise at 1 m, growing with the square of the distance like a '
+          'stereo camera\'s (0.002: about a RealSense D435\'s at 1 m).', min_value=0.0, max_value=0.05),
     Param('camera_name', 'camera', 'Frame prefix: <name>_link, <name>_color_frame, <name>_color_optical_frame.'),
     Param('base_frame', 'panda_link0', 'The robot base frame the ground truth is expressed in.'),
     Param('publish_robot_state', True, 'Also publish /joint_states and /robot_description, as a real robot does.'),
@@ -66,7 +68,8 @@ class SimCameraNode(Node):
         camera = (camera_from_fov(p.width, p.height, p.hfov_deg) if p.camera_model == 'fov'
                   else preset(p.camera_model))
         self.scene = SimScene(SceneConfig(camera=camera, num_distractors=p.num_distractors,
-                                          random_background=p.random_background), seed=p.seed)
+                                          random_background=p.random_background,
+                                          depth_noise_std_m=p.depth_noise_std_m), seed=p.seed)
         self.camera = camera
         # Waypoints in collision with the floor or the arm itself are redrawn (the motion between is not checked).
         self.trajectory = RandomWaypointTrajectory(self.scene.joint_limits, seed=p.seed, speed=p.joint_speed,
