@@ -61,3 +61,18 @@ def random_sim_frames(config, seed: int, count: int) -> list:
             scene.randomize_appearance()
             frames.append(scene.render())
         return frames
+
+
+def spin_graph(node, executor, specs, predicate, timeout_s):
+    """Start the graph's nodes in ``node``'s context, spin them beside it until ``predicate`` holds, stop them;
+    returns whether it held in time."""
+    from kp_pose_ros.graphs.runner import GraphRun
+
+    with GraphRun(specs, context=node.context) as run:
+        for n in run.nodes:
+            executor.add_node(n)
+        try:
+            return spin_until(executor, predicate, timeout_s)
+        finally:
+            for n in run.nodes:
+                executor.remove_node(n)

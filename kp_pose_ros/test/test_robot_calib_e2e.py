@@ -6,13 +6,12 @@ import os
 
 import numpy as np
 import pybullet_data
-from conftest import spin_until
+from conftest import spin_graph
 
 from kp_pose_ros.core.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
 from kp_pose_ros.core.transforms import invert_transform, transform_points
 from kp_pose_ros.core.urdf import load_urdf
 from kp_pose_ros.graphs.registry import get_graph
-from kp_pose_ros.graphs.runner import GraphRun
 from kp_pose_ros.ros.keypoint_msgs import instance_3d
 from kp_pose_ros.ros.poses import matrix_from_pose
 from kp_pose_ros.ros.stamps import stamp_to_ns
@@ -35,12 +34,7 @@ def test_robot_calib_graph_on_sim_camera(ros_node, tmp_path):
     node.create_subscription(RobotCameraEstimate, '/robot_calib/estimate', estimates.append, 50)
     node.create_subscription(JointState, '/robot_calib/joint_states', joints.append, 50)
     specs = get_graph('robot_calib').nodes({'camera': 'sim', 'seed': '0', 'calibration_dir': str(tmp_path)})
-    with GraphRun(specs, context=node.context) as run:
-        for n in run.nodes:
-            executor.add_node(n)
-        ok = spin_until(executor, lambda: len(estimates) >= 20, 120.0)
-        for n in run.nodes:
-            executor.remove_node(n)
+    ok = spin_graph(node, executor, specs, lambda: len(estimates) >= 20, 120.0)
     assert ok, f'{len(estimates)} estimates'
     kin = RobotKinematics(load_urdf(os.path.join(pybullet_data.getDataPath(), 'franka_panda', 'panda.urdf')),
                           'panda_link0', PANDA_KEYPOINT_LINKS)

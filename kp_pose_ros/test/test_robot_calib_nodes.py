@@ -1,7 +1,8 @@
 """robot_calib nodes over real rclpy, independent of the learned models: the calibration manager's live TF,
 services and static mode; pose fitting on ground-truth keypoints from the sim camera; bad input never crashes."""
 import numpy as np
-from conftest import spin_until
+import pytest
+from conftest import spin_graph, spin_until
 from scipy.spatial.transform import Rotation
 
 from kp_pose_ros.core.kinematics import PANDA_KEYPOINT_LINKS
@@ -108,6 +109,17 @@ def test_static_mode_with_missing_calibration_keeps_running(ros_context, tmp_pat
         assert run.nodes[0].fixed is None
 
 
+def _fitting_on_ground_truth(remappings=()):
+    """The sim camera and a known-joints fitting node fed the simulator's exact keypoints (no learned model)."""
+    return get_graph('sim_camera').nodes({'seed': '5'}) + [NodeSpec(
+        name='robot_pose_fitting', namespace='/robot_calib', executable='robot_pose_fitting',
+        node_class='kp_pose_ros.nodes.robot_pose_fitting:RobotPoseFittingNode',
+        parameters={'joints_mode': 'known', 'keypoint_links': list(PANDA_KEYPOINT_LINKS),
+                    'joints_model': 'missing_model.onnx'},
+        remappings=[('keypoints_3d', '/sim/keypoints'), ('camera_info', '/camera/camera/color/camera_info'),
+                    *remappings])]
+
+
 def test_pose_fitting_on_ground_truth_keypoints(ros_node):
     """Sim camera ground truth (exact 2D and 3D keypoints) through the fitting node in known-joints mode: the
     estimate must match the true camera pose."""
@@ -121,18 +133,8 @@ def test_pose_fitting_on_ground_truth_keypoints(ros_node):
     node.create_subscription(PoseStamped, '/sim/camera_pose',
                              lambda m: truth.__setitem__((m.header.stamp.sec, m.header.stamp.nanosec), m), 10)
     node.create_subscription(JointState, '/robot_calib/joint_states', joints_out.append, 10)
-    specs = get_graph('sim_camera').nodes({'seed': '5'}) + [NodeSpec(
-        name='robot_pose_fitting', namespace='/robot_calib', executable='robot_pose_fitting',
-        node_class='kp_pose_ros.nodes.robot_pose_fitting:RobotPoseFittingNode',
-        parameters={'joints_mode': 'known', 'keypoint_links': list(PANDA_KEYPOINT_LINKS),
-                    'joints_model': 'missing_model.onnx'},
-        remappings=[('keypoints_3d', '/sim/keypoints'), ('camera_info', '/camera/camera/color/camera_info')])]
-    with GraphRun(specs, context=node.context) as run:
-        for n in run.nodes:
-            executor.add_node(n)
-        assert spin_until(executor, lambda: len(estimates) >= 3, 40.0), 'no estimates'
-        for n in run.nodes:
-            executor.remove_node(n)
+    specs = _fitting_on_ground_truth()
+    assert spin_graph(node, executor, specs, lambda: len(estimates) >= 3, 40.0), 'no estimates'
     matched = 0
     for est in estimates:
         key = (est.header.stamp.sec, est.header.stamp.nanosec)
@@ -145,6 +147,27 @@ def test_pose_fitting_on_ground_truth_keypoints(ros_node):
         matched += 1
     assert matched >= 1
     assert joints_out and list(joints_out[0].name) == [f'panda_joint{i}' for i in range(1, 8)]
+
+
+@pytest.mark.parametrize('depth_topic, aligned', [('/camera/camera/aligned_depth_to_color/image_raw', True),
+                                                   ('/camera/camera/color/image_raw', False)])
+def test_pose_fitting_depth_alignment_and_bad_depth(ros_node, depth_topic, aligned):
+    """Known joints with the aligned depth: the estimates come from the depth alignment. With a colour image on the
+    depth topic (wrong encoding) the node logs it, keeps running and falls back on the keypoints."""
+    from kp_pose_msgs.msg import RobotCameraEstimate
+
+    node, executor = ros_node
+    estimates = []
+    node.create_subscription(RobotCameraEstimate, '/robot_calib/estimate', estimates.append, 10)
+    specs = _fitting_on_ground_truth([('depth', depth_topic)])
+    assert spin_graph(node, executor, specs, lambda: len(estimates) >= 4, 40.0), 'no estimates'
+    flags = [e.depth_aligned for e in estimates]
+    if aligned:
+        assert sum(flags) >= 3, flags
+        done = [e for e in estimates if e.depth_aligned]
+        assert all(e.depth_coverage > 0.5 and 0 < e.depth_rms_m < 0.01 for e in done)
+    else:
+        assert not any(flags) and all(np.isnan(e.depth_rms_m) for e in estimates)
 
 
 def test_calibration_manager_refuses_scattered_estimates(ros_node, tmp_path):

@@ -83,6 +83,7 @@ class RobotPoseFittingNode(Node):
         self.depth_fitter: RobotDepthFitter | None = None
         self.last_depth_pose: np.ndarray | None = None
         self.depths: deque[Image] = deque(maxlen=10)
+        self.pending: KeypointArray | None = None
         if self.keypoint_names:
             self.robot = RobotModelSource(self, p.urdf_path, p.base_link, self.keypoint_names, self._on_robot)
         else:
@@ -101,7 +102,7 @@ class RobotPoseFittingNode(Node):
             self.create_subscription(Image, 'image', lambda m: self.images.append(m), qos_from_name('sensor_data', 5))
         self.latency_ms: list[float] = []
         if p.depth_alignment:
-            self.create_subscription(Image, 'depth', lambda m: self.depths.append(m), qos_from_name('sensor_data', 5))
+            self.create_subscription(Image, 'depth', self._on_depth, qos_from_name('sensor_data', 5))
 
     def _on_robot(self, robot: RobotModelSource) -> None:
         self.kinematics = kinematics = robot.kinematics
@@ -141,7 +142,33 @@ class RobotPoseFittingNode(Node):
             self.get_logger().warning(f'/joint_states unusable: {exc}', throttle_duration_sec=5.0)
             return None
 
+    def _on_depth(self, msg: Image) -> None:
+        self.depths.append(msg)
+        pending = self.pending
+        if pending is not None and self._depth_for(pending) is not None:
+            self.pending = None
+            self._estimate(pending)
+
+    def _depth_for(self, msg) -> Image | None:
+        stamp = stamp_to_ns(msg.header.stamp)
+        nearest = min(self.depths, key=lambda m: abs(stamp_to_ns(m.header.stamp) - stamp), default=None)
+        if nearest is None or abs(stamp_to_ns(nearest.header.stamp) - stamp) > self.p.depth_max_offset_s * 1e9:
+            return None
+        return nearest
+
     def _on_keypoints(self, msg: KeypointArray) -> None:
+        """Keypoints can overtake their depth image (ground truth, a fast detector): while the depth stream is live
+        and has not passed this frame, the frame waits for its depth; one still waiting when the next arrives goes
+        on without it."""
+        if self.depth_fitter is not None and self.depths and self._depth_for(msg) is None \
+                and stamp_to_ns(self.depths[-1].header.stamp) < stamp_to_ns(msg.header.stamp):
+            previous, self.pending = self.pending, msg
+            if previous is not None:
+                self._estimate(previous)
+            return
+        self._estimate(msg)
+
+    def _estimate(self, msg: KeypointArray) -> None:
         if self.kinematics is None or not msg.instances:
             return
         camera = self.camera_info.get(msg.header.frame_id)
@@ -197,9 +224,8 @@ class RobotPoseFittingNode(Node):
     def _align_to_depth(self, msg, camera, joints, px, estimate):
         """The depth-aligned estimate and its alignment, or the keypoint estimate and None when there is no usable
         depth image or the alignment fails (logged)."""
-        stamp = stamp_to_ns(msg.header.stamp)
-        depth_msg = min(self.depths, key=lambda m: abs(stamp_to_ns(m.header.stamp) - stamp), default=None)
-        if depth_msg is None or abs(stamp_to_ns(depth_msg.header.stamp) - stamp) > self.p.depth_max_offset_s * 1e9:
+        depth_msg = self._depth_for(msg)
+        if depth_msg is None:
             self.get_logger().warning('no depth image within depth_max_offset_s of the colour image; keypoints only',
                                       throttle_duration_sec=5.0)
             return estimate, None
