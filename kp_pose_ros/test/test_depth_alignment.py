@@ -1,5 +1,6 @@
 """Robot surface model, depth alignment and the RGB-D known-joints fitter, on real pybullet renders of the Panda."""
 import os
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pybullet_data
@@ -65,7 +66,7 @@ def test_mesh_paths_resolve_like_ros_tools(tmp_path):
     lookup = {'pkg': str(tmp_path / 'pkg')}.get
     assert resolve_mesh_path('package://pkg/meshes/a.stl', None, lookup) == str(mesh)
     # pybullet's convention: package:// relative to the URDF, the package name dropped or kept.
-    assert resolve_mesh_path('package://meshes/a.stl', str(tmp_path / 'pkg'), None) == str(tmp_path / 'pkg/meshes/a.stl')
+    assert resolve_mesh_path('package://meshes/a.stl', str(tmp_path / 'pkg'), None) == str(mesh)
     assert resolve_mesh_path('package://pkg/meshes/a.stl', str(tmp_path), None) == str(mesh)
     assert resolve_mesh_path(f'file://{mesh}', None) == str(mesh)
     assert resolve_mesh_path('meshes/a.stl', str(tmp_path / 'pkg')) == str(mesh)
@@ -108,7 +109,7 @@ def test_surface_of_primitives_lies_on_them(tmp_path):
 def test_absolute_mesh_paths_survive_the_topic():
     with open(PANDA_URDF, encoding='utf-8') as stream:
         text = with_absolute_mesh_paths(stream.read(), os.path.dirname(PANDA_URDF))
-    uris = [m.get('filename') for m in __import__('xml.etree.ElementTree', fromlist=['x']).fromstring(text).iter('mesh')]
+    uris = [mesh.get('filename') for mesh in ET.fromstring(text).iter('mesh')]
     assert uris and all(u.startswith('file://') and os.path.isfile(u[7:]) for u in uris)
     # Without any directory the rewritten description still yields the whole surface.
     kin = RobotKinematics(parse_urdf(text), 'panda_link0', PANDA_KEYPOINT_LINKS)

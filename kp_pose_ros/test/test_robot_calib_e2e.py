@@ -1,7 +1,8 @@
 """The whole robot_calib graph on the synthetic camera, exactly as `kp-pose run robot_calib camera:=sim` starts it,
 with the committed models: the estimates must come from the depth alignment and put the robot's keypoints within
-millimetres of the truth (ADD, as RoboKeyGen measures it), and the estimated joint states must be published. (Whether the live calibration reaches TF depends on the
-spread of the estimates; the calibration manager's own tests cover both outcomes.)"""
+millimetres of the truth (ADD, as RoboKeyGen measures it), and the estimated joint states must be published.
+(Whether the live calibration reaches TF depends on the spread of the estimates; the calibration manager's own tests
+cover both outcomes.)"""
 import os
 
 import numpy as np

@@ -6,7 +6,7 @@ over many frames of a static camera (one shared pose, many arm configurations) t
 noise instead of sharing one view's keypoint bias. RoboKeyGen works on RGB alone; an RGB-D camera measures more.
 
 Per iteration: model points facing the camera, inside the image and not hidden behind a nearer measured surface are
-matched to their nearest measured point (k-d tree over the depth pixels near the projected robot); residuals are
+matched to their nearest measured point (k-d tree over the depth image's points); residuals are
 point-to-plane along the measured normals, weighted by a Huber kernel; one Gauss-Newton step on the pose. The match
 radius shrinks over the schedule, so a first estimate centimetres off still converges while the final fit ignores
 everything that is not the robot (floor, clutter, the other side of a link).
@@ -109,10 +109,9 @@ def align_to_depth(views: Sequence[DepthView], model_points: Sequence[np.ndarray
     T = np.array(T_cam_base, dtype=np.float64)
     if T.shape != (4, 4) or not np.all(np.isfinite(T)):
         return DepthAlignment(False, 'initial pose is not a finite 4x4 transform')
-    stats = (0, float('nan'), 0.0)
     for radius in schedule:
         for _ in range(steps_per_stage):
-            system, stats = _normal_equations(views, model_points, model_normals, camera, T, radius)
+            system, _ = _normal_equations(views, model_points, model_normals, camera, T, radius)
             if system is None:
                 break
             H, g = system
@@ -142,23 +141,29 @@ def depth_agreement(view: DepthView, points_base: np.ndarray, normals_base: np.n
                     poses: np.ndarray, tolerance_m: float = 0.02, see_through_weight: float = 1.0) -> np.ndarray:
     """For each candidate T(camera <- base) (H, 4, 4): how many camera-facing model points land in the image on a
     measured depth within ``tolerance_m`` of their own, less ``see_through_weight`` times those where the camera
-    sees farther than the point (it looks through where the pose puts the robot). A cheap vote that tells a right pose from a wrong one long before
-    ICP could, so hypotheses from a few keypoints can be checked by the hundred."""
+    sees farther than the point (it looks through where the pose puts the robot). A cheap vote that tells a right
+    pose from a wrong one long before ICP could, so hypotheses from a few keypoints can be checked by the hundred."""
     poses = np.asarray(poses, dtype=np.float64).reshape(-1, 4, 4)
     scores = np.zeros(len(poses))
     z_map = view.points[..., 2]
     for h, T in enumerate(poses):
-        x = points_base @ T[:3, :3].T + T[:3, 3]
-        facing = np.sum((normals_base @ T[:3, :3].T) * x, axis=1) < 0
-        x = x[facing & (x[:, 2] > 0)]
-        if len(x) == 0:
-            continue
-        px = np.round(camera.project(x))
-        u, v = px[:, 0], px[:, 1]
-        inside = (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
-        gap = z_map[v[inside].astype(int), u[inside].astype(int)] - x[inside, 2]
-        scores[h] = np.count_nonzero(np.abs(gap) < tolerance_m) - see_through_weight * np.count_nonzero(gap > tolerance_m)
+        x, u, v = _facing_in_image(points_base, normals_base, T, camera)
+        gap = z_map[v, u] - x[:, 2]
+        scores[h] = (np.count_nonzero(np.abs(gap) < tolerance_m)
+                     - see_through_weight * np.count_nonzero(gap > tolerance_m))
     return scores
+
+
+def _facing_in_image(points_base, normals_base, T, camera):
+    """Model points in the camera frame that face the camera and project into the image, with their pixel
+    columns and rows."""
+    x = points_base @ T[:3, :3].T + T[:3, 3]
+    facing = np.sum((normals_base @ T[:3, :3].T) * x, axis=1) < 0
+    px = np.round(camera.project(x))
+    u, v = px[:, 0], px[:, 1]
+    # NaN pixels (behind the camera) fail every comparison and drop out here.
+    inside = facing & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
+    return x[inside], u[inside].astype(int), v[inside].astype(int)
 
 
 def _normal_equations(views, model_points, model_normals, camera, T, radius):
@@ -166,16 +171,8 @@ def _normal_equations(views, model_points, model_normals, camera, T, radius):
     H, g = np.zeros((6, 6)), np.zeros(6)
     matched = visible = 0
     squares = 0.0
-    R, t = T[:3, :3], T[:3, 3]
     for view, points_base, normals_base in zip(views, model_points, model_normals):
-        x = points_base @ R.T + t
-        n_model = normals_base @ R.T
-        facing = np.sum(n_model * x, axis=1) < 0
-        px = camera.project(x)
-        u = np.round(px[:, 0])
-        v = np.round(px[:, 1])
-        inside = facing & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
-        x, u, v = x[inside], u[inside].astype(int), v[inside].astype(int)
+        x, u, v = _facing_in_image(points_base, normals_base, T, camera)
         # Hidden behind something nearer that the camera measured: no match to look for.
         measured_z = view.points[v, u, 2]
         seen = ~(measured_z < x[:, 2] - radius)

@@ -59,8 +59,8 @@ PARAMS = (
           'assuming the camera does not move relative to the robot base (0: per frame, e.g. eye-in-hand).',
           min_value=0, max_value=1000),
     Param('refine', True, 'Refine the pose (and unknown joints) on the 2D reprojection error.'),
-    Param('depth_alignment', True, 'Known joints: align the robot\'s surface model (URDF meshes) with the aligned depth '
-          'image on the `depth` topic; the pose then comes from the depth. Off, or no depth: keypoints only.'),
+    Param('depth_alignment', True, 'Known joints: align the robot\'s surface model (URDF meshes) with the aligned '
+          'depth image on the `depth` topic; the pose then comes from the depth. Off, or no depth: keypoints only.'),
     Param('depth_max_offset_s', 0.02, 'How far apart the depth and colour stamps may be to pair them.',
           min_value=0.0, max_value=1.0),
     Param('surface_geometry', 'visual', 'URDF geometry the surface model is sampled from.',
