@@ -9,9 +9,9 @@ import yaml
 from scipy.spatial.transform import Rotation
 from scipy.stats import chi
 
-from kp_pose_ros.core.calibration import (
+from kp_pose_ros.robot.calibration import (
     CalibrationError, CalibrationSample, CalibrationWindow, aggregate, compose_root)
-from kp_pose_ros.core.calibration_store import (
+from kp_pose_ros.robot.calibration_store import (
     FORMAT, CalibrationFileError, list_calibrations, load_calibration, save_calibration)
 from kp_pose_ros.core.transforms import (
     invert_transform, make_transform, matrix_to_quat_xyzw, rotation_error_deg, transform_points, translation_error)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from kp_pose_ros.core.kinematics import (PANDA_BASE_LINK, PANDA_DENSE_KEYPOINT_LINKS, PANDA_KEYPOINT_LINKS,
+from kp_pose_ros.robot.kinematics import (PANDA_BASE_LINK, PANDA_DENSE_KEYPOINT_LINKS, PANDA_KEYPOINT_LINKS,
                                          RobotKinematics)
-from kp_pose_ros.core.urdf import URDFError, load_urdf, parse_urdf
+from kp_pose_ros.robot.urdf import URDFError, load_urdf, parse_urdf
 
 pybullet = pytest.importorskip('pybullet')
 pybullet_data = pytest.importorskip('pybullet_data')

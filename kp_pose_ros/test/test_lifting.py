@@ -1,4 +1,4 @@
-"""2D -> 3D lifting and joint regression with the committed ONNX models (core.lifting), on held-out synthetic
+"""2D -> 3D lifting and joint regression with the committed ONNX models (robot.lifting), on held-out synthetic
 keypoints from forward kinematics. Thresholds are the accuracy measured when the models were trained (see the
 manifests' metrics), with margin."""
 import os
@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from kp_pose_ros.core.camera import CameraModel
-from kp_pose_ros.core.kinematics import PANDA_BASE_LINK, PANDA_KEYPOINT_LINKS, RobotKinematics
-from kp_pose_ros.core.lifting import DiffusionLifter, JointRegressor, RegressionLifter
+from kp_pose_ros.robot.kinematics import PANDA_BASE_LINK, PANDA_KEYPOINT_LINKS, RobotKinematics
+from kp_pose_ros.robot.lifting import DiffusionLifter, JointRegressor, RegressionLifter
 from kp_pose_ros.core.onnx_model import ModelLoadError
-from kp_pose_ros.core.urdf import load_urdf
+from kp_pose_ros.robot.urdf import load_urdf
 from kp_pose_ros.paths import model_file
 from kp_pose_ros.training.robot_pairs import RobotPairGenerator
 

@@ -9,9 +9,9 @@ import numpy as np
 import pybullet_data
 from conftest import spin_graph
 
-from kp_pose_ros.core.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
+from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
 from kp_pose_ros.core.transforms import invert_transform, transform_points
-from kp_pose_ros.core.urdf import load_urdf
+from kp_pose_ros.robot.urdf import load_urdf
 from kp_pose_ros.graphs.registry import get_graph
 from kp_pose_ros.ros.keypoint_msgs import instance_3d
 from kp_pose_ros.ros.poses import matrix_from_pose

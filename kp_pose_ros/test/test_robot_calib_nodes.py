@@ -5,7 +5,7 @@ import pytest
 from conftest import spin_graph, spin_until
 from scipy.spatial.transform import Rotation
 
-from kp_pose_ros.core.kinematics import PANDA_KEYPOINT_LINKS
+from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS
 from kp_pose_ros.core.transforms import invert_transform, make_transform, rotation_error_deg
 from kp_pose_ros.graphs.registry import get_graph
 from kp_pose_ros.graphs.runner import GraphRun

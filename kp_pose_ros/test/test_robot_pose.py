@@ -7,11 +7,11 @@ import pybullet_data
 import pytest
 
 from kp_pose_ros.core.camera import CameraModel
-from kp_pose_ros.core.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
-from kp_pose_ros.core.robot_pose import (fit_known_joints, fit_unknown_joints, refine_on_reprojection,
+from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
+from kp_pose_ros.robot.pose import (fit_known_joints, fit_unknown_joints, refine_on_reprojection,
                                          reprojection_residuals)
 from kp_pose_ros.core.transforms import invert_transform, rotation_error_deg, transform_points
-from kp_pose_ros.core.urdf import load_urdf
+from kp_pose_ros.robot.urdf import load_urdf
 
 CAMERA = CameraModel.from_fov(640, 480, 70.0)
 
@@ -121,7 +121,7 @@ def test_failure_is_a_result_not_an_exception(kin):
 def test_static_camera_window_beats_single_frames(kin):
     """One camera, 30 arm poses, 6 px detector noise and a few gross outliers: PnP over the whole window must land
     far closer to the truth than the typical single-frame PnP, and report the current frame."""
-    from kp_pose_ros.core.robot_pose import fit_known_joints_window, window_entry
+    from kp_pose_ros.robot.pose import fit_known_joints_window, window_entry
 
     rng = np.random.default_rng(7)
     q0, T, _, _ = _scene(kin, rng)

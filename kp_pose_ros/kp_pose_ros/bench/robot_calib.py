@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kp_pose_ros.core.metrics import add_auc
+
 FOVS = {'SimXBox360Kinect': 62.73, 'SimRealSense': 70.21, 'SimAzureKinect': 93.01}
 SEQUENCES = int(os.environ.get('KP_BENCH_SEQUENCES', '2'))
 FRAMES = int(os.environ.get('KP_BENCH_FRAMES', '30'))
@@ -68,21 +70,14 @@ def render_sets() -> dict[str, list[list[Frame]]]:
     return sets
 
 
-def auc(add: np.ndarray, max_m: float = 0.1) -> float:
-    """Area under the accuracy-vs-threshold curve of ADD up to max_m, in percent (failures count as misses)."""
-    thresholds = np.linspace(0.0, max_m, 1001)
-    accuracy = (np.asarray(add)[None, :] < thresholds[:, None]).mean(axis=1)
-    return float(np.trapezoid(accuracy, thresholds) / max_m * 100.0)
-
-
 class Models:
     def __init__(self):
-        from kp_pose_ros.core.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
-        from kp_pose_ros.core.lifting import DiffusionLifter, JointRegressor, RegressionLifter
-        from kp_pose_ros.core.robot_depth import RobotDepthFitter
-        from kp_pose_ros.core.robot_keypoints import RobotKeypointDetector
-        from kp_pose_ros.core.robot_surface import sample_robot_surface
-        from kp_pose_ros.core.urdf import load_urdf
+        from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
+        from kp_pose_ros.robot.lifting import DiffusionLifter, JointRegressor, RegressionLifter
+        from kp_pose_ros.robot.depth_fit import RobotDepthFitter
+        from kp_pose_ros.robot.keypoints import RobotKeypointDetector
+        from kp_pose_ros.robot.surface import sample_robot_surface
+        from kp_pose_ros.robot.urdf import load_urdf
         from kp_pose_ros.paths import model_file
 
         import pybullet_data
@@ -118,8 +113,8 @@ ROWS = (
 
 
 def evaluate(models: Models, sets: dict, row) -> dict:
-    from kp_pose_ros.core.calibration import CalibrationError, CalibrationSample, aggregate
-    from kp_pose_ros.core.robot_pose import (estimate_at_pose, fit_known_joints, fit_known_joints_window,
+    from kp_pose_ros.robot.calibration import CalibrationError, CalibrationSample, aggregate
+    from kp_pose_ros.robot.pose import (estimate_at_pose, fit_known_joints, fit_known_joints_window,
                                              fit_unknown_joints, refine_on_reprojection, window_entry)
     from kp_pose_ros.core.transforms import rotation_error_deg
 
@@ -193,7 +188,7 @@ def evaluate(models: Models, sets: dict, row) -> dict:
         joint_err = np.asarray(joint_err) if joint_err else np.full((1, kin.num_joints), np.nan)
         per_fov[fov_name] = {
             'frames': int(add.size), 'failures': int((~np.isfinite(add)).sum()),
-            'auc_0.1m': auc(add), 'add_median_m': float(np.median(add)),
+            'auc_0.1m': add_auc(add), 'add_median_m': float(np.median(add)),
             'add_mean_m': float(finite.mean()) if finite.size else float('nan'),
             'joint_error_deg_mean': float(np.nanmean(joint_err)),
             'joint_error_deg_per_joint': [float(v) for v in np.nanmean(joint_err, axis=0)],

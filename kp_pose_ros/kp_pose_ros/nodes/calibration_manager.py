@@ -19,9 +19,9 @@ from kp_pose_msgs.msg import RobotCameraEstimate
 from kp_pose_msgs.srv import CaptureSample, ComputeCalibration, LoadCalibration, ResetCalibration, SaveCalibration
 from rclpy.node import Node
 
-from kp_pose_ros.core.calibration import (CalibrationError, CalibrationSample, CalibrationWindow, aggregate,
+from kp_pose_ros.robot.calibration import (CalibrationError, CalibrationSample, CalibrationWindow, aggregate,
                                           compose_root)
-from kp_pose_ros.core.calibration_store import CalibrationFileError, load_calibration, save_calibration
+from kp_pose_ros.robot.calibration_store import CalibrationFileError, load_calibration, save_calibration
 from kp_pose_ros.core.transform_tree import TransformTree
 from kp_pose_ros.ros.node_main import spin_node
 from kp_pose_ros.ros.params import Param, declare_params

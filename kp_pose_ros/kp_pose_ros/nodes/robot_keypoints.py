@@ -10,7 +10,7 @@ from sensor_msgs.msg import Image
 
 from kp_pose_ros.core.image_codec import ImageEncodingError
 from kp_pose_ros.core.onnx_model import PROVIDER_CHOICES
-from kp_pose_ros.core.robot_keypoints import RobotKeypointDetector
+from kp_pose_ros.robot.keypoints import RobotKeypointDetector
 from kp_pose_ros.ros.images import rgb8_from_msg
 from kp_pose_ros.ros.keypoint_msgs import keypoints_2d
 from kp_pose_ros.ros.models import load_model

@@ -7,7 +7,7 @@ import numpy as np
 from kp_pose_msgs.msg import KeypointArray, KeypointInstance
 from rclpy.node import Node
 
-from kp_pose_ros.core.lifting import DiffusionLifter
+from kp_pose_ros.robot.lifting import DiffusionLifter
 from kp_pose_ros.core.onnx_model import PROVIDER_CHOICES
 from kp_pose_ros.ros.camera_info import CameraInfoCache
 from kp_pose_ros.ros.keypoint_msgs import instance_2d, keypoints_3d

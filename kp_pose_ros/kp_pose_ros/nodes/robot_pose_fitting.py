@@ -1,6 +1,6 @@
 """Camera pose relative to the robot from its keypoints: joint angles (regressed, or the robot's own /joint_states
-when fresh), forward kinematics, robust fitting, reprojection refinement (core/robot_pose.py); with known joints and
-an aligned depth image, the robot's surface aligned with the depth (core/robot_depth.py). Publishes the
+when fresh), forward kinematics, robust fitting, reprojection refinement (robot/pose.py); with known joints and
+an aligned depth image, the robot's surface aligned with the depth (robot/depth_fit.py). Publishes the
 per-frame estimate for the calibration manager, the arm's estimated joint states, RViz markers and a debug image."""
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from visualization_msgs.msg import MarkerArray
 
 from kp_pose_ros.core.draw import chain_edges, draw_skeleton
 from kp_pose_ros.core.image_codec import ImageEncodingError
-from kp_pose_ros.core.lifting import JointRegressor
+from kp_pose_ros.robot.lifting import JointRegressor
 from kp_pose_ros.core.onnx_model import PROVIDER_CHOICES
-from kp_pose_ros.core.robot_depth import RobotDepthFitter
-from kp_pose_ros.core.robot_pose import (estimate_at_pose, fit_known_joints, fit_known_joints_window,
+from kp_pose_ros.robot.depth_fit import RobotDepthFitter
+from kp_pose_ros.robot.pose import (estimate_at_pose, fit_known_joints, fit_known_joints_window,
                                          fit_unknown_joints, refine_on_reprojection, window_entry)
-from kp_pose_ros.core.robot_surface import GEOMETRY_KINDS, sample_robot_surface
-from kp_pose_ros.core.urdf import URDFError
+from kp_pose_ros.robot.surface import GEOMETRY_KINDS, sample_robot_surface
+from kp_pose_ros.robot.urdf import URDFError
 from kp_pose_ros.ros.camera_info import CameraInfoCache
 from kp_pose_ros.ros.images import array_to_image, depth_m_from_msg, rgb8_from_msg
 from kp_pose_ros.ros.joint_states import joint_positions, joint_state

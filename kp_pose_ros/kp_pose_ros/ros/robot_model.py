@@ -8,8 +8,8 @@ from typing import Callable, Sequence
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from kp_pose_ros.core.kinematics import RobotKinematics
-from kp_pose_ros.core.urdf import URDFError, parse_urdf
+from kp_pose_ros.robot.kinematics import RobotKinematics
+from kp_pose_ros.robot.urdf import URDFError, parse_urdf
 from kp_pose_ros.ros.qos import LATCHED_QOS
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from kp_pose_ros.core.camera import CameraModel
-from kp_pose_ros.core.kinematics import RobotKinematics
+from kp_pose_ros.robot.kinematics import RobotKinematics
 
 # Image sizes (width, height) of common RGB(-D) camera streams.
 IMAGE_SIZES = ((640, 480), (848, 480), (1280, 720), (640, 576), (1920, 1080), (512, 512))

@@ -5,7 +5,7 @@
 renders the synthetic training and validation shards if they are not under --data yet (training.keypoint_data),
 trains a ResNet-18-style heatmap network from scratch (no pretrained weights can be downloaded here), exports it to
 ONNX, checks onnxruntime against torch, and writes robot_keypoints_panda.yaml beside it with the preprocessing,
-decoding, training record, validation accuracy measured through core.robot_keypoints (exactly what ships) and CPU
+decoding, training record, validation accuracy measured through robot.keypoints (exactly what ships) and CPU
 latency. The paper trains its detector far longer on a GPU; this one trains within a fixed wall-clock budget on a
 2-core CPU, so training stops at --steps or --time-budget-min, whichever comes first, and the cosine learning-rate
 schedule follows whichever is further along.
@@ -28,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
 from kp_pose_ros.core.heatmaps import decode_heatmaps, heatmap_to_input
-from kp_pose_ros.core.robot_keypoints import RobotKeypointDetector
+from kp_pose_ros.robot.keypoints import RobotKeypointDetector
 from kp_pose_ros.sim.dataset import load_annotations, load_frame
 from kp_pose_ros.training import keypoint_data as kd
 

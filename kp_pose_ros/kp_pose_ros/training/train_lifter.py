@@ -3,7 +3,7 @@
     python -m kp_pose_ros.training.train_lifter --out kp_pose_ros/models --seed 0
 
 writes four ONNX models, each with a YAML manifest holding its constants, training record and accuracy measured on
-held-out synthetic data through the runtime classes in kp_pose_ros.core.lifting (i.e. exactly what ships):
+held-out synthetic data through the runtime classes in kp_pose_ros.robot.lifting (i.e. exactly what ships):
 - robot_lifter_panda             score network of the diffusion lifter, conditioned on NCCS keypoints
 - robot_lifter_regression_panda  its regression branch alone: direct 2D -> 3D regression (Table III baseline)
 - robot_lifter_nonccs_panda      the same network conditioned on raw pixels, trained at one camera (Table IV ablation)
@@ -28,12 +28,13 @@ import yaml
 from torch import nn
 
 from kp_pose_ros.core.camera import CameraModel
-from kp_pose_ros.core.diffusion import VPSDE
-from kp_pose_ros.core.kinematics import PANDA_BASE_LINK, PANDA_KEYPOINT_LINKS, RobotKinematics
-from kp_pose_ros.core.lifting import DiffusionLifter, JointRegressor, RegressionLifter
+from kp_pose_ros.core.metrics import add_auc
+from kp_pose_ros.robot.diffusion import VPSDE
+from kp_pose_ros.robot.kinematics import PANDA_BASE_LINK, PANDA_KEYPOINT_LINKS, RobotKinematics
+from kp_pose_ros.robot.lifting import DiffusionLifter, JointRegressor, RegressionLifter
 from kp_pose_ros.sim.camera_presets import PAPER_EVAL_CAMERAS
 from kp_pose_ros.core.rigid_fit import umeyama
-from kp_pose_ros.core.urdf import load_urdf
+from kp_pose_ros.robot.urdf import load_urdf
 from kp_pose_ros.training.robot_pairs import PairBatch, RobotPairGenerator
 
 PANDA_URDF = 'franka_panda/panda.urdf'
@@ -258,7 +259,7 @@ class JointNet(nn.Module):
 
 
 def condition(batch: PairBatch, space: str) -> np.ndarray:
-    """[uv * mask, mask] (B, 3N): the layout core.lifting builds at run time."""
+    """[uv * mask, mask] (B, 3N): the layout robot.lifting builds at run time."""
     uv = batch.nccs if space == 'nccs' else np.nan_to_num(batch.pixels) / PIXEL_SCALE
     uv = uv * batch.mask[..., None]
     return np.concatenate([uv.reshape(len(batch), -1), batch.mask], axis=1)
@@ -407,9 +408,7 @@ def add_per_frame(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 def add_summary(add: np.ndarray) -> dict:
     """Mean, median and AUC of the ADD-threshold curve up to 0.1 m (x100), as DREAM and RoboKeyGen report it."""
-    thresholds = np.linspace(0.0, AUC_THRESHOLD_M, 1001)
-    accuracy = (add[None] < thresholds[:, None]).mean(axis=1)
-    auc = np.trapezoid(accuracy, thresholds) / AUC_THRESHOLD_M * 100.0
+    auc = add_auc(add, AUC_THRESHOLD_M)
     return {'auc_0.1m': round(float(auc), 2), 'median_m': round(float(np.median(add)), 4),
             'mean_m': round(float(np.mean(add)), 4)}
 

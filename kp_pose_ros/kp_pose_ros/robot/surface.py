@@ -1,6 +1,6 @@
 """Points on the robot's outer surface, per link, from the URDF's visual (or collision) geometry.
 
-Depth refinement (core/depth_alignment.py) aligns these points, placed by forward kinematics, with what the depth
+Depth refinement (robot/depth_alignment.py) aligns these points, placed by forward kinematics, with what the depth
 camera measured: a surface model pins the camera pose to millimetres where seven keypoints at link origins cannot.
 
 Mesh references are resolved the way ROS tools do: ``package://pkg/path`` through a caller-supplied package lookup
@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from kp_pose_ros.core.urdf import URDFError, parse_vector3
+from kp_pose_ros.robot.urdf import URDFError, parse_vector3
 
 GEOMETRY_KINDS = ('visual', 'collision')
 

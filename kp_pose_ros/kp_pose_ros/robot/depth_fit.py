@@ -1,5 +1,5 @@
 """Camera pose from the robot's known joints and one RGB-D frame: keypoint hypotheses checked against the depth, then
-the robot surface aligned with the depth (core/depth_alignment.py).
+the robot surface aligned with the depth (robot/depth_alignment.py).
 
 Hypotheses come from the caller (PnP on the 2D keypoints, the previous frame's pose) and from every 3-keypoint
 subset of the keypoints lifted by the measured depth. The depth vote picks among them, which survives what defeats
@@ -14,11 +14,11 @@ from typing import Sequence
 import numpy as np
 
 from kp_pose_ros.core.camera import CameraModel
-from kp_pose_ros.core.depth_alignment import (COARSE_SCHEDULE, DepthAlignment, align_to_depth, depth_agreement,
+from kp_pose_ros.robot.depth_alignment import (COARSE_SCHEDULE, DepthAlignment, align_to_depth, depth_agreement,
                                               depth_view, keypoints_from_depth)
-from kp_pose_ros.core.kinematics import RobotKinematics
+from kp_pose_ros.robot.kinematics import RobotKinematics
 from kp_pose_ros.core.rigid_fit import p3p_hypotheses, rigid_hypotheses
-from kp_pose_ros.core.robot_surface import RobotSurface
+from kp_pose_ros.robot.surface import RobotSurface
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from kp_pose_ros.core.urdf import Joint, URDFModel
+from kp_pose_ros.robot.urdf import Joint, URDFModel
 
 PANDA_BASE_LINK = 'panda_link0'
 # DREAM's seven Panda keypoints: the base and the links where the arm bends.
