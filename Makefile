@@ -2,14 +2,26 @@
 RUN := scripts/run.sh
 PYTEST := $(RUN) python -m pytest
 
-.PHONY: setup test demo sim sim-check bench dataset clean
+.PHONY: setup setup-jazzy test test-jazzy lint demo sim sim-check bench dataset clean
 
 setup:
 	@bash scripts/setup.sh
 
+## make setup-jazzy: the second venv, .venv-jazzy, on Jazzy's ROS wheels and numpy 1.26 (scripts/requirements-jazzy.txt).
+setup-jazzy:
+	@KP_POSE_STACK=jazzy bash scripts/setup.sh
+
 ## make test: the whole test suite (real rclpy, real pybullet renders).
 test: setup
 	$(PYTEST) kp_pose_ros/test -q -p no:cacheprovider
+
+## make test-jazzy: the same suite on the Jazzy stack.
+test-jazzy: setup-jazzy
+	KP_POSE_STACK=jazzy $(PYTEST) kp_pose_ros/test -q -p no:cacheprovider
+
+## make lint: ruff (rules and settings in ruff.toml).
+lint: setup
+	$(RUN) ruff check .
 
 ## make demo: the main job on the built-in synthetic camera.
 demo: setup
@@ -36,4 +48,4 @@ dataset: setup
 	$(RUN) python -m kp_pose_ros.sim.dataset --out build/dataset --frames 200 --seed 0 --camera realsense_d435
 
 clean:
-	rm -rf build .venv demo_output
+	rm -rf build .venv .venv-jazzy demo_output
