@@ -30,8 +30,9 @@ class DemoObserver(Node):
     def __init__(self, **kwargs):
         super().__init__('demo_observer', **kwargs)
         from geometry_msgs.msg import PoseStamped, TransformStamped
-        from kp_pose_msgs.msg import RobotCameraEstimate
         from sensor_msgs.msg import Image
+
+        from kp_pose_msgs.msg import RobotCameraEstimate
 
         self.truth: dict[int, np.ndarray] = {}
         self.estimates: list[tuple[int, np.ndarray, bool]] = []
@@ -61,7 +62,8 @@ class DemoObserver(Node):
         for stamp, T, _ in self.estimates:
             if stamp in self.truth:
                 T_true = self.truth[stamp]
-                out.append((float(np.linalg.norm(T[:3, 3] - T_true[:3, 3])), rotation_error_deg(T[:3, :3], T_true[:3, :3])))
+                out.append((float(np.linalg.norm(T[:3, 3] - T_true[:3, 3])),
+                            rotation_error_deg(T[:3, :3], T_true[:3, :3])))
         return out
 
     def live_error(self) -> tuple[float, float] | None:
@@ -113,7 +115,8 @@ def main(argv=None) -> int:
                     next_report += 2.0
                     errors = observer.frame_errors()
                     elapsed = time.monotonic() - start
-                    line = f'[{elapsed:5.1f} s] {len(observer.estimates)} estimates ({len(observer.estimates) / elapsed:.1f} FPS)'
+                    count = len(observer.estimates)
+                    line = f'[{elapsed:5.1f} s] {count} estimates ({count / elapsed:.1f} FPS)'
                     if errors:
                         t, r = errors[-1]
                         line += f'; last frame error {t * 100:.2f} cm {r:.2f} deg'
@@ -140,7 +143,8 @@ def main(argv=None) -> int:
                 T_opt, T_true = T @ T_link_optical, observer.truth[max(observer.truth)]
                 print(f'demo: calibration error {np.linalg.norm(T_opt[:3, 3] - T_true[:3, 3]) * 100:.2f} cm, '
                       f'{rotation_error_deg(T_opt[:3, :3], T_true[:3, :3]):.2f} deg '
-                      f'(reported spread {computed.translation_std_m * 100:.2f} cm, {computed.rotation_std_deg:.2f} deg)')
+                      f'(reported spread {computed.translation_std_m * 100:.2f} cm, '
+                      f'{computed.rotation_std_deg:.2f} deg)')
             elif live:
                 print(f'demo: live aggregate error {live[0] * 100:.2f} cm, {live[1]:.2f} deg')
             if observer.debug_image is not None:

@@ -1,7 +1,8 @@
-"""ros2 launch kp_pose_ros calibration_publisher.launch.py [name:=value ...]  (arguments: `ros2 launch kp_pose_ros calibration_publisher.launch.py -s`)
+"""ros2 launch kp_pose_ros calibration_publisher.launch.py [name:=value ...]
+(arguments: `ros2 launch kp_pose_ros calibration_publisher.launch.py -s`)
 
-The nodes, parameters and remappings come from kp_pose_ros.graphs.calibration_publisher, the same definition the in-process runner
-(`kp-pose run calibration_publisher`) uses."""
+The nodes, parameters and remappings come from kp_pose_ros.graphs.calibration_publisher, the same definition the
+in-process runner (`kp-pose run calibration_publisher`) uses."""
 from kp_pose_ros.graphs.launch import generate_graph_launch_description
 
 

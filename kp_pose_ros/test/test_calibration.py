@@ -9,12 +9,28 @@ import yaml
 from scipy.spatial.transform import Rotation
 from scipy.stats import chi
 
-from kp_pose_ros.robot.calibration import (
-    CalibrationError, CalibrationSample, CalibrationWindow, aggregate, compose_root)
-from kp_pose_ros.robot.calibration_store import (
-    FORMAT, CalibrationFileError, list_calibrations, load_calibration, save_calibration)
 from kp_pose_ros.core.transforms import (
-    invert_transform, make_transform, matrix_to_quat_xyzw, rotation_error_deg, transform_points, translation_error)
+    invert_transform,
+    make_transform,
+    matrix_to_quat_xyzw,
+    rotation_error_deg,
+    transform_points,
+    translation_error,
+)
+from kp_pose_ros.robot.calibration import (
+    CalibrationError,
+    CalibrationSample,
+    CalibrationWindow,
+    aggregate,
+    compose_root,
+)
+from kp_pose_ros.robot.calibration_store import (
+    FORMAT,
+    CalibrationFileError,
+    list_calibrations,
+    load_calibration,
+    save_calibration,
+)
 
 # A camera 1.2 m in front of the robot looking back at it: the optical axis (z) along base -x.
 T_TRUE = make_transform(Rotation.from_euler('xyz', [-110.0, 5.0, 92.0], degrees=True).as_matrix(),

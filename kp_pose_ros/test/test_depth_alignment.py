@@ -8,12 +8,12 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from kp_pose_ros.core.camera import CameraModel
-from kp_pose_ros.robot.depth_alignment import (align_to_depth, depth_agreement, depth_view, keypoints_from_depth)
-from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
 from kp_pose_ros.core.rigid_fit import p3p_hypotheses, rigid_hypotheses
-from kp_pose_ros.robot.depth_fit import RobotDepthFitter
-from kp_pose_ros.robot.surface import resolve_mesh_path, sample_robot_surface, with_absolute_mesh_paths
 from kp_pose_ros.core.transforms import invert_transform, make_transform, rotation_error_deg, transform_points
+from kp_pose_ros.robot.depth_alignment import align_to_depth, depth_agreement, depth_view, keypoints_from_depth
+from kp_pose_ros.robot.depth_fit import RobotDepthFitter
+from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
+from kp_pose_ros.robot.surface import resolve_mesh_path, sample_robot_surface, with_absolute_mesh_paths
 from kp_pose_ros.robot.urdf import URDFError, parse_urdf
 from kp_pose_ros.sim.camera_presets import camera_from_fov
 from kp_pose_ros.sim.scene import SceneConfig, SimScene
@@ -199,9 +199,9 @@ def test_minimal_set_hypotheses_contain_the_truth():
 def test_fitter_finds_an_arm_cut_by_the_image_border(panda):
     """Only three keypoints in view and the detector's guesses for the others: PnP fails, the depth-checked
     hypotheses do not."""
+    from kp_pose_ros.paths import model_file
     from kp_pose_ros.robot.keypoints import RobotKeypointDetector
     from kp_pose_ros.robot.pose import fit_known_joints
-    from kp_pose_ros.paths import model_file
     from kp_pose_ros.sim.trajectory import RandomWaypointTrajectory
 
     kin, surface = panda

@@ -2,8 +2,15 @@
 import numpy as np
 import pytest
 
-from kp_pose_ros.core.image_codec import (SUPPORTED_ENCODINGS, ImageEncodingError, decode_image, depth_to_metres,
-                                          encode_image, metres_to_depth, to_rgb8)
+from kp_pose_ros.core.image_codec import (
+    SUPPORTED_ENCODINGS,
+    ImageEncodingError,
+    decode_image,
+    depth_to_metres,
+    encode_image,
+    metres_to_depth,
+    to_rgb8,
+)
 
 H, W = 5, 7
 CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1, 'mono16': 1, '16UC1': 1, '32FC1': 1}

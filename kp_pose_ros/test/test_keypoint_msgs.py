@@ -1,7 +1,7 @@
 """KeypointArray <-> arrays match keypoints by name: producers and consumers never depend on each other's order."""
 import numpy as np
-from kp_pose_msgs.msg import KeypointInstance
 
+from kp_pose_msgs.msg import KeypointInstance
 from kp_pose_ros.ros.keypoint_msgs import instance_2d, instance_3d, keypoints_2d, keypoints_3d
 
 

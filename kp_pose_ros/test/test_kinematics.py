@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from kp_pose_ros.robot.kinematics import (PANDA_BASE_LINK, PANDA_DENSE_KEYPOINT_LINKS, PANDA_KEYPOINT_LINKS,
-                                         RobotKinematics)
+from kp_pose_ros.robot.kinematics import (
+    PANDA_BASE_LINK,
+    PANDA_DENSE_KEYPOINT_LINKS,
+    PANDA_KEYPOINT_LINKS,
+    RobotKinematics,
+)
 from kp_pose_ros.robot.urdf import URDFError, load_urdf, parse_urdf
 
 pybullet = pytest.importorskip('pybullet')

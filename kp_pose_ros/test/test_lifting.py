@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 from kp_pose_ros.core.camera import CameraModel
+from kp_pose_ros.core.onnx_model import ModelLoadError
+from kp_pose_ros.paths import model_file
 from kp_pose_ros.robot.kinematics import PANDA_BASE_LINK, PANDA_KEYPOINT_LINKS, RobotKinematics
 from kp_pose_ros.robot.lifting import DiffusionLifter, JointRegressor, RegressionLifter
-from kp_pose_ros.core.onnx_model import ModelLoadError
 from kp_pose_ros.robot.urdf import load_urdf
-from kp_pose_ros.paths import model_file
 from kp_pose_ros.training.robot_pairs import RobotPairGenerator
 
 pybullet_data = pytest.importorskip('pybullet_data')

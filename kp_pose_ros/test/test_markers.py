@@ -9,7 +9,13 @@ from visualization_msgs.msg import Marker, MarkerArray
 from kp_pose_ros.core.transforms import make_transform
 from kp_pose_ros.ros.joint_states import joint_positions, joint_state
 from kp_pose_ros.ros.markers import (
-    axes_marker, box_marker, delete_all_marker, keypoint_markers, marker_array, skeleton_marker)
+    axes_marker,
+    box_marker,
+    delete_all_marker,
+    keypoint_markers,
+    marker_array,
+    skeleton_marker,
+)
 
 STAMP = Time(sec=3, nanosec=7)
 NAN = [np.nan, np.nan, np.nan]

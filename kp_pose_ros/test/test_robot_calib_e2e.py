@@ -9,10 +9,10 @@ import numpy as np
 import pybullet_data
 from conftest import spin_graph
 
-from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
 from kp_pose_ros.core.transforms import invert_transform, transform_points
-from kp_pose_ros.robot.urdf import load_urdf
 from kp_pose_ros.graphs.registry import get_graph
+from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
+from kp_pose_ros.robot.urdf import load_urdf
 from kp_pose_ros.ros.keypoint_msgs import instance_3d
 from kp_pose_ros.ros.poses import matrix_from_pose
 from kp_pose_ros.ros.stamps import stamp_to_ns
@@ -25,8 +25,9 @@ MIN_DEPTH_ALIGNED = 0.8
 
 
 def test_robot_calib_graph_on_sim_camera(ros_node, tmp_path):
-    from kp_pose_msgs.msg import KeypointArray, RobotCameraEstimate
     from sensor_msgs.msg import JointState
+
+    from kp_pose_msgs.msg import KeypointArray, RobotCameraEstimate
 
     node, executor = ros_node
     truth, estimates, joints = {}, [], []

@@ -5,11 +5,11 @@ import pytest
 from conftest import spin_graph, spin_until
 from scipy.spatial.transform import Rotation
 
-from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS
 from kp_pose_ros.core.transforms import invert_transform, make_transform, rotation_error_deg
 from kp_pose_ros.graphs.registry import get_graph
 from kp_pose_ros.graphs.runner import GraphRun
 from kp_pose_ros.graphs.spec import NodeSpec
+from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS
 from kp_pose_ros.ros.poses import matrix_from_pose, pose_from_matrix
 from kp_pose_ros.ros.tf import transform_from_msg
 
@@ -39,11 +39,11 @@ def _call(node, executor, srv_type, service, **fields):
 
 def test_calibration_manager_live_services_and_static_mode(ros_node, tmp_path):
     from geometry_msgs.msg import TransformStamped
-    from kp_pose_msgs.msg import RobotCameraEstimate
-    from kp_pose_msgs.srv import ComputeCalibration, LoadCalibration, ResetCalibration, SaveCalibration
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from tf2_msgs.msg import TFMessage
 
+    from kp_pose_msgs.msg import RobotCameraEstimate
+    from kp_pose_msgs.srv import ComputeCalibration, LoadCalibration, ResetCalibration, SaveCalibration
     from kp_pose_ros.ros.tf import StaticTfBroadcaster, transform_stamped
 
     node, executor = ros_node
@@ -124,8 +124,9 @@ def test_pose_fitting_on_ground_truth_keypoints(ros_node):
     """Sim camera ground truth (exact 2D and 3D keypoints) through the fitting node in known-joints mode: the
     estimate must match the true camera pose."""
     from geometry_msgs.msg import PoseStamped
-    from kp_pose_msgs.msg import RobotCameraEstimate
     from sensor_msgs.msg import JointState
+
+    from kp_pose_msgs.msg import RobotCameraEstimate
 
     node, executor = ros_node
     estimates, truth, joints_out = [], {}, []
@@ -173,9 +174,9 @@ def test_pose_fitting_depth_alignment_and_bad_depth(ros_node, depth_topic, align
 def test_calibration_manager_refuses_scattered_estimates(ros_node, tmp_path):
     """Estimates scattered by ~30 cm / 20 deg (a detector failing on this view) must not become a TF."""
     from geometry_msgs.msg import TransformStamped
+
     from kp_pose_msgs.msg import RobotCameraEstimate
     from kp_pose_msgs.srv import ComputeCalibration
-
     from kp_pose_ros.ros.tf import StaticTfBroadcaster, transform_stamped
 
     node, executor = ros_node

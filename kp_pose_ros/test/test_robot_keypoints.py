@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from conftest import random_sim_frames
 
-from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS
 from kp_pose_ros.core.onnx_model import ModelLoadError
-from kp_pose_ros.robot.keypoints import RobotKeypointDetector
 from kp_pose_ros.paths import model_file
+from kp_pose_ros.robot.keypoints import RobotKeypointDetector
+from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS
 from kp_pose_ros.sim.camera_presets import preset
 from kp_pose_ros.sim.scene import SceneConfig, SimScene, look_at
 

@@ -7,10 +7,9 @@ import pybullet_data
 import pytest
 
 from kp_pose_ros.core.camera import CameraModel
-from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
-from kp_pose_ros.robot.pose import (fit_known_joints, fit_unknown_joints, refine_on_reprojection,
-                                         reprojection_residuals)
 from kp_pose_ros.core.transforms import invert_transform, rotation_error_deg, transform_points
+from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
+from kp_pose_ros.robot.pose import fit_known_joints, fit_unknown_joints, refine_on_reprojection, reprojection_residuals
 from kp_pose_ros.robot.urdf import load_urdf
 
 CAMERA = CameraModel.from_fov(640, 480, 70.0)

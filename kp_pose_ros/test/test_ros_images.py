@@ -10,8 +10,14 @@ from std_msgs.msg import Header
 
 from kp_pose_ros.core.camera import CameraModel, CameraModelError
 from kp_pose_ros.core.image_codec import ImageEncodingError
-from kp_pose_ros.ros.images import (array_to_image, camera_info_from_model, camera_model_from_info, depth_m_from_msg,
-                                    image_to_array, rgb8_from_msg)
+from kp_pose_ros.ros.images import (
+    array_to_image,
+    camera_info_from_model,
+    camera_model_from_info,
+    depth_m_from_msg,
+    image_to_array,
+    rgb8_from_msg,
+)
 
 HEADER = Header(stamp=Time(sec=1700000000, nanosec=123456789), frame_id='camera_color_optical_frame')
 RNG = np.random.default_rng(3)

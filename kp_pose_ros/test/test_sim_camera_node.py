@@ -19,11 +19,12 @@ NS = '/camera/camera'
 def _collect(ros_node, overrides, frames=4, timeout_s=40.0):
     """Run the sim_camera graph in process and collect messages on every output topic until `frames` frames."""
     from geometry_msgs.msg import PoseStamped
-    from kp_pose_msgs.msg import KeypointArray
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, JointState
     from std_msgs.msg import String
     from tf2_msgs.msg import TFMessage
+
+    from kp_pose_msgs.msg import KeypointArray
 
     node, executor = ros_node
     got = {}

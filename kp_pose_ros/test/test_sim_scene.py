@@ -8,8 +8,8 @@ import pytest
 from conftest import random_sim_frames
 
 from kp_pose_ros.core.camera import CameraModel
-from kp_pose_ros.robot.kinematics import RobotKinematics
 from kp_pose_ros.core.transforms import invert_transform, transform_points
+from kp_pose_ros.robot.kinematics import RobotKinematics
 from kp_pose_ros.robot.urdf import load_urdf
 from kp_pose_ros.sim import backgrounds
 from kp_pose_ros.sim.camera_presets import PRESET_NAMES, camera_from_fov, preset

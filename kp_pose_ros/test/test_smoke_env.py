@@ -3,10 +3,11 @@ from conftest import spin_until
 
 
 def test_interfaces_import():
-    from kp_pose_msgs.msg import KeypointArray, KeypointInstance
-    from kp_pose_msgs.srv import CaptureSample, ComputeCalibration, LoadCalibration, ResetCalibration, SaveCalibration
     from tf2_msgs.msg import TFMessage
     from vision_msgs.msg import Detection2DArray, Detection3DArray
+
+    from kp_pose_msgs.msg import KeypointArray, KeypointInstance
+    from kp_pose_msgs.srv import CaptureSample, ComputeCalibration, LoadCalibration, ResetCalibration, SaveCalibration
 
     inst = KeypointInstance()
     assert inst.bbox.center.position.x == 0.0

@@ -1,8 +1,8 @@
 """Approximate-time synchronizer under jitter, drops, duplicates and reordering; SyncedSubscriber on real rclpy."""
 import numpy as np
 import pytest
-
 from conftest import spin_until
+
 from kp_pose_ros.core.sync import ApproximateTimeSynchronizer
 
 MS = 1_000_000

@@ -1,9 +1,9 @@
 """TransformTree (tf2 buffer semantics) and TF over real rclpy: broadcasters, static latching, listener."""
 import numpy as np
 import pytest
+from conftest import spin_until
 from scipy.spatial.transform import Rotation
 
-from conftest import spin_until
 from kp_pose_ros.core.transform_tree import TransformTree
 from kp_pose_ros.core.transforms import invert_transform, make_transform, rotation_error_deg
 
@@ -117,8 +117,7 @@ def test_transform_message_round_trip_and_qos():
     from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 
     from kp_pose_ros.ros.stamps import ns_to_stamp
-    from kp_pose_ros.ros.tf import (
-        TF_QOS, TF_STATIC_LISTENER_QOS, TF_STATIC_QOS, transform_from_msg, transform_stamped)
+    from kp_pose_ros.ros.tf import TF_QOS, TF_STATIC_LISTENER_QOS, TF_STATIC_QOS, transform_from_msg, transform_stamped
 
     T = pose(123, (0.1, -0.2, 0.3), deg_x=40)
     msg = transform_stamped('base', 'tool', T, ns_to_stamp(5 * S))

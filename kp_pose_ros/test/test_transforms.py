@@ -4,8 +4,15 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from kp_pose_ros.core.transforms import (
-    interpolate_transform, invert_transform, make_transform, matrix_to_quat_xyzw, quat_xyzw_to_matrix,
-    rotation_error_deg, transform_points, translation_error)
+    interpolate_transform,
+    invert_transform,
+    make_transform,
+    matrix_to_quat_xyzw,
+    quat_xyzw_to_matrix,
+    rotation_error_deg,
+    transform_points,
+    translation_error,
+)
 
 
 def random_transform(rng):

@@ -72,15 +72,15 @@ def render_sets() -> dict[str, list[list[Frame]]]:
 
 class Models:
     def __init__(self):
-        from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
-        from kp_pose_ros.robot.lifting import DiffusionLifter, JointRegressor, RegressionLifter
+        import pybullet_data
+
+        from kp_pose_ros.paths import model_file
         from kp_pose_ros.robot.depth_fit import RobotDepthFitter
         from kp_pose_ros.robot.keypoints import RobotKeypointDetector
+        from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
+        from kp_pose_ros.robot.lifting import DiffusionLifter, JointRegressor, RegressionLifter
         from kp_pose_ros.robot.surface import sample_robot_surface
         from kp_pose_ros.robot.urdf import load_urdf
-        from kp_pose_ros.paths import model_file
-
-        import pybullet_data
 
         self.detector = RobotKeypointDetector(model_file('robot_keypoints_panda.onnx'), 'cpu')
         self.lifter = DiffusionLifter(model_file('robot_lifter_panda.onnx'), 'cpu', seed=0)
@@ -113,10 +113,16 @@ ROWS = (
 
 
 def evaluate(models: Models, sets: dict, row) -> dict:
-    from kp_pose_ros.robot.calibration import CalibrationError, CalibrationSample, aggregate
-    from kp_pose_ros.robot.pose import (estimate_at_pose, fit_known_joints, fit_known_joints_window,
-                                             fit_unknown_joints, refine_on_reprojection, window_entry)
     from kp_pose_ros.core.transforms import rotation_error_deg
+    from kp_pose_ros.robot.calibration import CalibrationError, CalibrationSample, aggregate
+    from kp_pose_ros.robot.pose import (
+        estimate_at_pose,
+        fit_known_joints,
+        fit_known_joints_window,
+        fit_unknown_joints,
+        refine_on_reprojection,
+        window_entry,
+    )
 
     name, source, lifter_name, online, refine, known = row
     lifter = {'diffusion': models.lifter, 'nonccs': models.nonccs, 'regression': models.regression}.get(lifter_name)

@@ -45,10 +45,15 @@ from numpy.typing import ArrayLike
 from scipy.spatial.transform import Rotation
 
 from kp_pose_ros.core.atomic_file import atomic_open
-from kp_pose_ros.robot.calibration import CalibrationResult
 from kp_pose_ros.core.transform_tree import check_frame_id
 from kp_pose_ros.core.transforms import (
-    as_transform, make_transform, matrix_to_quat_xyzw, quat_xyzw_to_matrix, rotation_error_deg)
+    as_transform,
+    make_transform,
+    matrix_to_quat_xyzw,
+    quat_xyzw_to_matrix,
+    rotation_error_deg,
+)
+from kp_pose_ros.robot.calibration import CalibrationResult
 
 FORMAT = 'kp_pose_ros/calibration/v1'
 SUFFIX = '.yaml'

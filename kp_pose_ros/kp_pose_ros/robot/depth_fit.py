@@ -14,10 +14,16 @@ from typing import Sequence
 import numpy as np
 
 from kp_pose_ros.core.camera import CameraModel
-from kp_pose_ros.robot.depth_alignment import (COARSE_SCHEDULE, DepthAlignment, align_to_depth, depth_agreement,
-                                              depth_view, keypoints_from_depth)
-from kp_pose_ros.robot.kinematics import RobotKinematics
 from kp_pose_ros.core.rigid_fit import p3p_hypotheses, rigid_hypotheses
+from kp_pose_ros.robot.depth_alignment import (
+    COARSE_SCHEDULE,
+    DepthAlignment,
+    align_to_depth,
+    depth_agreement,
+    depth_view,
+    keypoints_from_depth,
+)
+from kp_pose_ros.robot.kinematics import RobotKinematics
 from kp_pose_ros.robot.surface import RobotSurface
 
 

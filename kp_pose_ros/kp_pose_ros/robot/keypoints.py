@@ -24,7 +24,8 @@ class RobotKeypointDetector:
         manifest = load_manifest(model_path)
         self.manifest = manifest
         try:
-            self.keypoint_names: tuple[str, ...] = tuple(str(n) for n in manifest_value(manifest, 'keypoint_names', model_path))
+            names = manifest_value(manifest, 'keypoint_names', model_path)
+            self.keypoint_names: tuple[str, ...] = tuple(str(n) for n in names)
             self.input_name = str(manifest_value(manifest, 'input.name', model_path))
             batch, channels, height, width = manifest_value(manifest, 'input.shape', model_path)
             self.input_size = (int(width), int(height))

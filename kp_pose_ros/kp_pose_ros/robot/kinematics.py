@@ -33,15 +33,15 @@ def _skew4(axis: np.ndarray) -> np.ndarray:
 
 def _joint_terms(joint: Joint) -> tuple[int, np.ndarray | None, np.ndarray | None]:
     """Kind and the matrices that, scaled by sin(q) and 1 - cos(q) (revolute) or q (prismatic), add to the origin."""
-    O = joint.origin
+    T0 = joint.origin
     if joint.type == 'fixed':
         return _FIXED, None, None
     if joint.type == 'prismatic':
         P = np.zeros((4, 4))
         P[:3, 3] = joint.axis
-        return _PRISMATIC, O @ P, None
+        return _PRISMATIC, T0 @ P, None
     K = _skew4(joint.axis)
-    return _REVOLUTE, O @ K, O @ K @ K
+    return _REVOLUTE, T0 @ K, T0 @ K @ K
 
 
 class RobotKinematics:

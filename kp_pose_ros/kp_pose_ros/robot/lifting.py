@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
-from kp_pose_ros.robot.diffusion import VPSDE, ddim_sample
 from kp_pose_ros.core.onnx_model import ModelLoadError, OnnxModel, load_manifest, manifest_value
+from kp_pose_ros.robot.diffusion import VPSDE, ddim_sample
 
 MIN_VALID_KEYPOINTS = 3
 CONDITION_SPACES = ('nccs', 'pixels')

@@ -23,9 +23,9 @@ from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
 from kp_pose_ros.core.camera import CameraModel
-from kp_pose_ros.robot.kinematics import RobotKinematics
 from kp_pose_ros.core.rigid_fit import pnp_ransac, robust_rigid_fit
 from kp_pose_ros.core.transforms import invert_transform, make_transform, transform_points
+from kp_pose_ros.robot.kinematics import RobotKinematics
 
 
 @dataclass(frozen=True, eq=False)

@@ -35,7 +35,8 @@ class CameraInfoCache:
             self.node.get_logger().warning('no valid camera_info received yet; waiting', throttle_duration_sec=5.0)
             return None
         if frame_id and self.frame_id and frame_id != self.frame_id:
-            self.node.get_logger().warning(f'camera_info is for frame {self.frame_id!r} but the data is in {frame_id!r}; '
-                                           'check the remappings', throttle_duration_sec=5.0)
+            self.node.get_logger().warning(
+                f'camera_info is for frame {self.frame_id!r} but the data is in {frame_id!r}; check the remappings',
+                throttle_duration_sec=5.0)
             return None
         return self.model

@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 from geometry_msgs.msg import Point
+
 from kp_pose_msgs.msg import Keypoint2D, Keypoint3D, KeypointInstance
 
 

@@ -27,7 +27,8 @@ def topic_type(node, topic: str, executor, timeout_s: float = 5.0) -> str:
             if name == topic and types:
                 return types[0]
         executor.spin_once(timeout_sec=0.05)
-    raise TimeoutError(f"topic '{topic}' not seen within {timeout_s:g} s (is the publisher running, same ROS_DOMAIN_ID?)")
+    raise TimeoutError(f"topic '{topic}' not seen within {timeout_s:g} s "
+                       '(is the publisher running, same ROS_DOMAIN_ID?)')
 
 
 class TopicStats:

@@ -23,9 +23,9 @@ import pybullet_data
 from pybullet_utils import bullet_client
 
 from kp_pose_ros.core.camera import CameraModel
+from kp_pose_ros.core.transforms import as_transform, invert_transform, make_transform, transform_points
 from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS
 from kp_pose_ros.robot.surface import with_absolute_mesh_paths
-from kp_pose_ros.core.transforms import as_transform, invert_transform, make_transform, transform_points
 from kp_pose_ros.sim.backgrounds import random_background
 from kp_pose_ros.sim.camera_presets import preset
 

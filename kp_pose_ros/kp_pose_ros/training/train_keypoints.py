@@ -244,7 +244,7 @@ def evaluate_detector(model_path: Path, root: Path, specs: list, threads: int) -
     Errors are in each camera's own pixels and, for 'all', scaled to a REFERENCE_WIDTH-wide image."""
     detector = RobotKeypointDetector(model_path, providers='cpu', threads=threads)
     names = detector.keypoint_names
-    per_camera, scaled, all_visible, all_conf, all_in = {}, [], [], [], []
+    per_camera, scaled, all_conf, all_in = {}, [], [], []
     per_keypoint = {n: [] for n in names}
     latency = {}
     for spec in specs:

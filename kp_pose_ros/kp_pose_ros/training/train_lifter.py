@@ -29,12 +29,12 @@ from torch import nn
 
 from kp_pose_ros.core.camera import CameraModel
 from kp_pose_ros.core.metrics import add_auc
+from kp_pose_ros.core.rigid_fit import umeyama
 from kp_pose_ros.robot.diffusion import VPSDE
 from kp_pose_ros.robot.kinematics import PANDA_BASE_LINK, PANDA_KEYPOINT_LINKS, RobotKinematics
 from kp_pose_ros.robot.lifting import DiffusionLifter, JointRegressor, RegressionLifter
-from kp_pose_ros.sim.camera_presets import PAPER_EVAL_CAMERAS
-from kp_pose_ros.core.rigid_fit import umeyama
 from kp_pose_ros.robot.urdf import load_urdf
+from kp_pose_ros.sim.camera_presets import PAPER_EVAL_CAMERAS
 from kp_pose_ros.training.robot_pairs import PairBatch, RobotPairGenerator
 
 PANDA_URDF = 'franka_panda/panda.urdf'
