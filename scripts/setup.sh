@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# One-command, idempotent set-up of the development venv (.venv): ROS 2 wheels from PyPI, the suite's Python
+# One-command, idempotent set-up of the development venv (.venv; KP_POSE_STACK=jazzy: .venv-jazzy, see stack.sh): ROS 2 wheels from PyPI, the suite's Python
 # dependencies, the kp_pose_msgs interfaces (plus test-time copies of vision_msgs / tf2_msgs where the real ones are
 # not importable) built into the venv, and kp_pose_ros installed in editable mode.
 # A re-run on a ready machine only compares hashes and returns in seconds.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV=${KP_POSE_VENV:-$ROOT/.venv}
+source "$ROOT/scripts/stack.sh"
 PYTHON=${PYTHON:-python3.11}
-BUILD=$ROOT/build
+BUILD=$ROOT/build/ros-$STACK
 log() { printf '[setup] %s\n' "$*"; }
 
 hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
@@ -18,20 +18,20 @@ stamp_set() { echo "$2" > "$VENV/.stamp-$1"; }
 # 1. The venv and its Python packages.
 if [ ! -x "$VENV/bin/python" ]; then
   command -v "$PYTHON" >/dev/null || { echo "setup: $PYTHON not found (the ROS 2 PyPI wheels are built for CPython 3.11)" >&2; exit 1; }
-  log "creating $VENV with $PYTHON"
+  log "creating $VENV ($STACK stack) with $PYTHON"
   "$PYTHON" -m venv "$VENV"
 fi
 PY=$VENV/bin/python
 # The rclpy wheels re-execute Python once with this set; a value leaked from another venv breaks rclpy's import.
 unset _ROS_WHEELS_BOOTSTRAP_COMPLETE || true
 
-req_hash=$(hash_of "$ROOT/scripts/requirements.txt")
+req_hash=$(hash_of "$REQUIREMENTS")
 if ! stamp_ok requirements "$req_hash"; then
   log "installing Python packages (first run: a few minutes, torch is about 3 GB)"
   "$PY" -m pip install -q --upgrade pip wheel setuptools
   # torch first and pinned, so that nothing later swaps it for another build.
-  "$PY" -m pip install -q $(grep -E '^torch(vision)?==' "$ROOT/scripts/requirements.txt")
-  "$PY" -m pip install -q -r "$ROOT/scripts/requirements.txt"
+  "$PY" -m pip install -q $(grep -E '^torch(vision)?==' "$REQUIREMENTS")
+  "$PY" -m pip install -q -r "$REQUIREMENTS"
   stamp_set requirements "$req_hash"
 fi
 
@@ -40,7 +40,7 @@ PYINC=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
 NPINC=$("$PY" -c "import numpy; print(numpy.get_include())")
 for f in "$VENV"/share/*/cmake/*__rosidl_generator_pyExport.cmake; do
   if grep -q '/opt/python/' "$f"; then
-    sed -i -E "s#/opt/python/cp[0-9]+-cp[0-9]+/include/python3\.[0-9]+#$PYINC#g; s#/opt/python/cp[0-9]+-cp[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_core/include#$NPINC#g" "$f"
+    sed -i -E "s#/opt/python/cp[0-9]+-cp[0-9]+/include/python3\.[0-9]+#$PYINC#g; s#/opt/python/cp[0-9]+-cp[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_?core/include#$NPINC#g" "$f"
   fi
 done
 
@@ -77,4 +77,4 @@ if ! stamp_ok package "$pkg_hash" || [ ! -f "$VENV/share/ament_index/resource_in
   : > "$VENV/share/ament_index/resource_index/packages/kp_pose_ros"
   stamp_set package "$pkg_hash"
 fi
-log "ready: $VENV"
+log "ready: $VENV ($STACK stack)"
