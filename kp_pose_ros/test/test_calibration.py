@@ -375,6 +375,13 @@ def _scale_quaternion(factor):
     return edit
 
 
+
+def test_created_with_utc_designator_reads_on_every_python(tmp_path):
+    """A hand-written 'created: "...Z"' (quoted, so YAML keeps it a string): Python 3.10 (Humble) does not parse the Z
+    in fromisoformat, 3.11 does; both must give the same aware UTC time."""
+    path = _write_variant(tmp_path, lambda d: d.update(created='2024-05-01T12:30:00Z'))
+    assert load_calibration(path).created == datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.timezone.utc)
+
 @pytest.mark.parametrize('edit, message', [
     (lambda d: d.pop('format'), 'missing key format'),
     (lambda d: d.update(format='kp_pose_ros/calibration/v2'), "format 'kp_pose_ros/calibration/v2'"),

@@ -226,8 +226,11 @@ def _created(value, path: Path) -> datetime.datetime | None:
         return None
     if isinstance(value, datetime.datetime):  # YAML reads an unquoted timestamp as a datetime
         return value
+    text = str(value)
+    if text.endswith(('Z', 'z')):  # Python < 3.11 (Humble's 3.10) does not read the UTC designator
+        text = text[:-1] + '+00:00'
     try:
-        return datetime.datetime.fromisoformat(str(value))
+        return datetime.datetime.fromisoformat(text)
     except ValueError as err:
         raise CalibrationFileError(f'{path}: created {value!r} is not an ISO 8601 date and time') from err
 
