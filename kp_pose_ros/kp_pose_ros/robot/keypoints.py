@@ -19,7 +19,8 @@ from kp_pose_ros.core.onnx_model import ModelLoadError, OnnxModel, load_manifest
 class RobotKeypointDetector:
     """`detect(rgb)` -> (pixels (N, 2) in the given image, confidence (N,)), N = len(keypoint_names)."""
 
-    def __init__(self, model_path: str | Path, providers: str = 'auto', threads: int = 0):
+    def __init__(self, model_path: str | Path, providers: str = 'auto', threads: int = 0,
+                 trt_cache_dir: str | Path = '', trt_fp16: bool = False):
         model_path = Path(model_path)
         manifest = load_manifest(model_path)
         self.manifest = manifest
@@ -39,7 +40,8 @@ class RobotKeypointDetector:
         if channels != 3 or self._mean.shape != (3,) or self._std.shape != (3,) or np.any(self._std <= 0):
             raise ModelLoadError(f'model manifest {model_path.with_suffix(".yaml")}: expected a 3-channel input with '
                                  f'3 means and 3 positive stds, got shape {[batch, channels, height, width]}')
-        self.model = OnnxModel(model_path, providers=providers, threads=threads)
+        self.model = OnnxModel(model_path, providers=providers, threads=threads, trt_cache_dir=trt_cache_dir,
+                               trt_fp16=trt_fp16)
         if self.input_name not in self.model.input_names or self.output_name not in self.model.output_names:
             raise ModelLoadError(f'{model_path.name} has inputs {self.model.input_names} and outputs '
                                  f'{self.model.output_names}; its manifest names {self.input_name!r} and '
@@ -48,6 +50,20 @@ class RobotKeypointDetector:
         if channels_out != len(self.keypoint_names):
             raise ModelLoadError(f'{model_path.name} outputs {channels_out} heatmaps for {len(self.keypoint_names)} '
                                  f'keypoint names in its manifest')
+
+    @property
+    def provider(self) -> str:
+        """The execution provider running the model (OnnxModel.provider)."""
+        return self.model.provider
+
+    @property
+    def provider_notes(self) -> list[str]:
+        """Why faster providers were skipped (OnnxModel.provider_notes)."""
+        return self.model.provider_notes
+
+    def warmup(self, runs: int = 1) -> float:
+        """Run the network on zeros `runs` times (TensorRT engine build, CUDA allocation); seconds taken."""
+        return self.model.warmup(runs)
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints of the robot in an RGB image (H, W, 3) uint8, in that image's pixels (centres at integers)."""
