@@ -188,7 +188,8 @@ def test_wrappers_expose_provider_and_warmup(no_gpu):
     from kp_pose_ros.robot.lifting import DiffusionLifter, JointRegressor, RegressionLifter
 
     models = Path(JOINTS).parent
-    wrappers = [RobotKeypointDetector(models / 'robot_keypoints_panda.onnx', 'auto', 1, trt_cache_dir='', trt_fp16=True),
+    wrappers = [RobotKeypointDetector(models / 'robot_keypoints_panda.onnx', 'auto', 1, trt_cache_dir='',
+                                      trt_fp16=True),
                 DiffusionLifter(models / 'robot_lifter_panda.onnx', 'auto', trt_fp16=True),
                 RegressionLifter(models / 'robot_lifter_regression_panda.onnx', providers='cpu'),
                 JointRegressor(models / 'robot_joints_panda.onnx', 'cpu', 1, trt_cache_dir='', trt_fp16=False)]
