@@ -6,6 +6,8 @@
   kp-pose hz /camera/camera/color/image_raw [--duration 5]
   kp-pose bench sim_camera
   kp-pose demo [--duration 8]
+  kp-pose play BAG [--rate 2] [--loop] [--clock] [--remap /camera/color/image_raw:=/image] [--topics T ...]
+  kp-pose record OUT /camera/color/image_raw /tf_static [--storage mcap|sqlite3] [--duration 10]
 """
 from __future__ import annotations
 
@@ -106,6 +108,27 @@ def cmd_bench(args) -> int:
     return run_benchmark(args.name, args.output)
 
 
+def cmd_play(args) -> int:
+    from kp_pose_ros.ros.bags import play
+
+    def replay(node, _executor):
+        stats = play(node, args.bag, rate=args.rate, loop=args.loop, clock_hz=args.clock, remaps=args.remap,
+                     topics=args.topics, wait_s=args.wait, duration=args.duration)
+        print(stats.summary_line(), flush=True)
+        return 0 if stats.messages else 1
+    return _with_node(replay)
+
+
+def cmd_record(args) -> int:
+    from kp_pose_ros.ros.bags import record
+
+    def rec(node, executor):
+        stats = record(node, executor, args.output, args.topics, storage=args.storage, duration=args.duration)
+        print(stats.summary_line(), flush=True)
+        return 0
+    return _with_node(rec)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='kp-pose', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -132,6 +155,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('name')
     p.add_argument('--output', default=None, help='results file (default results/<name>.json)')
     p.set_defaults(fn=cmd_bench)
+    p = sub.add_parser('play', help='replay a rosbag2 bag (sqlite3 or MCAP), header stamps preserved')
+    p.add_argument('bag', help='bag folder (or one .mcap / .db3 file)')
+    p.add_argument('--rate', type=float, default=1.0, help='playback speed factor')
+    p.add_argument('--loop', action='store_true', help='play again and again (until Ctrl-C or --duration)')
+    p.add_argument('--clock', type=float, nargs='?', const=40.0, default=0.0, metavar='HZ',
+                   help='publish the bag time on /clock (rosgraph_msgs/Clock), at HZ (default 40)')
+    p.add_argument('--remap', action='append', default=[], metavar='FROM:=TO', help='rename a topic (repeatable)')
+    p.add_argument('--topics', nargs='+', default=None, help='play only these topics')
+    p.add_argument('--wait', type=float, default=0.0, metavar='S',
+                   help='wait up to S seconds for every topic to have a subscriber before playing')
+    p.add_argument('--duration', type=float, default=None, help='stop after this many seconds')
+    p.set_defaults(fn=cmd_play)
+    p = sub.add_parser('record', help='record topics into a new rosbag2 bag (raw messages, header stamps kept)')
+    p.add_argument('output', help='bag folder to create (must not exist)')
+    p.add_argument('topics', nargs='+', help='topics to record (subscribed when they appear)')
+    p.add_argument('--storage', default='mcap', choices=('mcap', 'sqlite3'))
+    p.add_argument('--duration', type=float, default=None, help='stop after this many seconds (default: Ctrl-C)')
+    p.set_defaults(fn=cmd_record)
     args, rest = parser.parse_known_args(argv)
     if args.command == 'demo':
         args.demo_args = rest  # the demo has its own options
