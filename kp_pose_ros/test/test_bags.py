@@ -215,7 +215,7 @@ def test_rate_scales_replay_time_and_clock_follows_bag_time(ros_node, playback, 
     play = playback(topics=[COLOR_INFO], rate=2.0, clock_hz=100.0).start(wait_for=[COLOR_INFO])
     assert spin_until(executor, lambda: play.done(), 5.0)
     spin_until(executor, lambda: False, 0.2)
-    assert BAG_SPAN_S / 2 - 0.02 < play.stats.wall_s < BAG_SPAN_S / 2 + 0.1, play.stats.wall_s
+    assert BAG_SPAN_S / 2 - 0.02 < play.stats.wall_s < BAG_SPAN_S - 0.02, play.stats.wall_s
     first, last = bag[COLOR_INFO][0][1], bag[COLOR_INFO][-1][1]
     times = [_stamp_ns(c.clock) for c in clock]
     assert len(times) >= 8 and times == sorted(times)
@@ -223,7 +223,7 @@ def test_rate_scales_replay_time_and_clock_follows_bag_time(ros_node, playback, 
 
     play1 = playback(topics=[COLOR_INFO]).start()
     play1.thread.join(5.0)
-    assert BAG_SPAN_S - 0.02 < play1.stats.wall_s < BAG_SPAN_S + 0.15
+    assert BAG_SPAN_S - 0.02 < play1.stats.wall_s < BAG_SPAN_S + 0.3
     assert play1.stats.wall_s > 1.6 * play.stats.wall_s
 
 
@@ -246,7 +246,7 @@ def test_remap_topic_selection_and_bounded_loop(ros_node, playback, bag):
     # A loop bounded by a duration instead: about 0.5 s of 0.1 s passes.
     timed = playback(topics=[COLOR_INFO], loop=True, rate=3.0).start(duration=0.5)
     timed.thread.join(5.0)
-    assert timed.stats.loops >= 3 and not timed.stats.interrupted and timed.stats.wall_s < 0.7
+    assert timed.stats.loops >= 3 and not timed.stats.interrupted and 0.5 <= timed.stats.wall_s < 1.0
 
 
 def test_field_by_field_conversion_matches_the_bytes(ros_node, playback, bag):
