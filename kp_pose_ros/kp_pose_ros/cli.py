@@ -1,6 +1,7 @@
 """`kp-pose`: run a pipeline graph in one process, list graphs, inspect topics, run benchmarks.
 
   kp-pose graphs                          the graphs and their arguments
+  kp-pose params [NODE ...]               every node's parameters (structural or live), as README tables
   kp-pose run sim_camera seed:=3 [--duration 10]
   kp-pose topics                          topics and types seen on this ROS_DOMAIN_ID
   kp-pose hz /camera/camera/color/image_raw [--duration 5]
@@ -39,12 +40,33 @@ def cmd_graphs(_args) -> int:
     return 0
 
 
+def parameter_tables(nodes=None) -> str:
+    """Markdown tables of the nodes' parameters, from the PARAMS the nodes declare (the README carries them)."""
+    from kp_pose_ros.graphs.runner import load_class
+    from kp_pose_ros.nodes import NODE_CLASSES
+    from kp_pose_ros.ros.params import markdown_table
+
+    parts = []
+    for name in nodes or NODE_CLASSES:
+        if name not in NODE_CLASSES:
+            raise SystemExit(f"kp-pose: unknown node '{name}', expected one of: {', '.join(NODE_CLASSES)}")
+        parts.append(f'#### `{name}`\n\n{markdown_table(load_class(NODE_CLASSES[name]).PARAMS)}\n')
+    return '\n'.join(parts)
+
+
+def cmd_params(args) -> int:
+    print(parameter_tables(args.nodes), end='')
+    return 0
+
+
 def cmd_run(args) -> int:
     from kp_pose_ros.graphs.runner import run_graph
 
     with run_graph(args.graph, _parse_overrides(args.overrides)) as run:
         names = ', '.join(n.get_fully_qualified_name() for n in run.nodes)
         print(f'kp-pose: running graph {args.graph}: {names}', flush=True)
+        if run.not_active:
+            print(f'kp-pose: not active (see the log above): {", ".join(run.not_active)}', flush=True)
         try:
             run.spin_for(args.duration)
         except KeyboardInterrupt:
@@ -134,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)
     sub.add_parser('graphs', help='list graphs and their arguments').set_defaults(fn=cmd_graphs)
+    p = sub.add_parser('params', help="nodes' parameters as markdown tables")
+    p.add_argument('nodes', nargs='*', help='node executables (default: all)')
+    p.set_defaults(fn=cmd_params)
     p = sub.add_parser('run', help='run a graph in this process')
     p.add_argument('graph')
     p.add_argument('overrides', nargs='*', help='graph arguments as name:=value')

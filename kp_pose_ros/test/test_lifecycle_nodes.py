@@ -227,3 +227,14 @@ def test_ros2_run_style_process_with_autostart_is_active(ros_node):
         for proc in procs:
             proc.terminate()
             proc.wait(10)
+
+
+def test_readme_parameter_tables_are_those_the_nodes_declare():
+    from pathlib import Path
+
+    from kp_pose_ros.cli import parameter_tables
+
+    readme = (Path(__file__).resolve().parents[2] / 'README.md').read_text(encoding='utf-8')
+    begin, end = '<!-- kp-pose params: begin -->\n', '<!-- kp-pose params: end -->'
+    block = readme[readme.index(begin) + len(begin):readme.index(end)]
+    assert block == parameter_tables(), 'README parameter tables are stale: paste `kp-pose params` between the markers'

@@ -16,8 +16,9 @@ from kp_pose_ros.graphs.spec import NodeSpec, as_bool
 from kp_pose_ros.ros.lifecycle_node import bring_up
 
 
-def node_class(spec: NodeSpec):
-    module, _, cls = spec.node_class.partition(':')
+def load_class(path: str):
+    """'package.module:Class' -> the class."""
+    module, _, cls = path.partition(':')
     return getattr(import_module(module), cls)
 
 
@@ -31,7 +32,7 @@ def create_node(spec: NodeSpec, context):
     for src, dst in spec.remappings:
         cli += ['-r', f'{src}:={dst}']
     overrides = [Parameter(k, value=v) for k, v in spec.parameters.items()]
-    node = node_class(spec)(context=context, cli_args=cli, parameter_overrides=overrides, use_global_arguments=False)
+    node = load_class(spec.node_class)(context=context, cli_args=cli, parameter_overrides=overrides, use_global_arguments=False)
     unknown = [k for k in spec.parameters if not node.has_parameter(k)]
     if unknown:
         node.destroy_node()

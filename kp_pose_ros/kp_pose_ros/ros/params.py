@@ -122,3 +122,15 @@ class ParamGuard:
         """Refresh every value from the node (at configure: structural values set while unconfigured)."""
         for name, spec in self._params.items():
             setattr(self._values, spec.attribute, node.get_parameter(name).value)
+
+
+def markdown_table(params: Iterable[Param]) -> str:
+    """The README's table of a node's parameters, from the same `Param`s the node declares."""
+    rows = ['| parameter | default | kind | description |', '|---|---|---|---|']
+    for p in params:
+        limits = f" One of: {', '.join(p.choices)}." if p.choices else (
+            f' Range [{p.min_value:g}, {p.max_value:g}].' if p.min_value is not None else '')
+        description = (p.description + limits).replace('|', '\\|')
+        default = p.default if isinstance(p.default, str) and p.default else repr(p.default)
+        rows.append(f"| `{p.name}` | `{default}` | {'live' if p.live else 'structural'} | {description} |")
+    return '\n'.join(rows)
