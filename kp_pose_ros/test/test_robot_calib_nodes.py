@@ -65,6 +65,13 @@ def test_calibration_manager_live_services_and_static_mode(ros_node, tmp_path):
         assert np.linalg.norm(T_live[:3, 3] - T_true_link[:3, 3]) < 0.01
         assert rotation_error_deg(T_live[:3, :3], T_true_link[:3, :3]) < 1.0
         assert any(t.child_frame_id == 'camera_link' for m in tf_msgs for t in m.transforms)
+        # /diagnostics carries the calibration's health: the live spread and the age of the last estimate.
+        from kp_pose_ros.ros.diagnostics import OK, level_of
+        status = run.nodes[0].diagnostics.status()
+        values = {kv.key: kv.value for kv in status.values}
+        assert level_of(status.level) == OK, status.message
+        assert float(values['spread_cm']) < 1.0 and float(values['last_estimate_age_s']) < 5.0
+        assert values['in.estimate.rate_hz'] and values['state'] == 'active'
 
         ns = '/robot_calib/calibration_manager'
         res = call_service(node, executor, ComputeCalibration, f'{ns}/compute')

@@ -63,6 +63,7 @@ class CalibrationManagerNode(PipelineNode):
         super().__init__('calibration_manager', **kwargs)
         self.fixed: TransformStamped | None = None
         self.fixed_result = None
+        self.diagnostics.add_check(self._health)
 
     def configure(self) -> None:
         p = self.p
@@ -84,7 +85,6 @@ class CalibrationManagerNode(PipelineNode):
         self.latest: RobotCameraEstimate | None = None
         self.live_result = None
         self.pub_live = self.create_publisher(TransformStamped, '~/live_calibration', 10)
-        self.diagnostics.add_check(self._health)
 
     def activate(self) -> None:
         if self.p.mode == 'static':
@@ -111,6 +111,8 @@ class CalibrationManagerNode(PipelineNode):
     def _health(self):
         """Calibration health: OK while a calibration is fixed or the live aggregate is published; WARN when the
         estimates are too spread to publish, or the newest usable estimate is older than max_estimate_age_s."""
+        if self.state not in ('inactive', 'active'):
+            return []
         if self.p.mode == 'static' or self.fixed is not None:
             return [(OK, '', {'calibration': 'fixed (computed or loaded)'})]
         if self.latest is None:

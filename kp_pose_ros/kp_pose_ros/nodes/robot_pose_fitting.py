@@ -81,6 +81,7 @@ class RobotPoseFittingNode(PipelineNode):
         self.regressor: JointRegressor | None = None
         self.kinematics = None
         self.depth_fitter: RobotDepthFitter | None = None
+        self.diagnostics.add_check(self._health)
 
     def configure(self) -> None:
         p = self.p
@@ -100,7 +101,6 @@ class RobotPoseFittingNode(PipelineNode):
         self.pub_markers = self.create_publisher(MarkerArray, 'markers', 10)
         if p.publish_debug_image:
             self.pub_debug = self.create_publisher(Image, 'debug_image', 2)
-        self.diagnostics.add_check(self._health)
 
     def activate(self) -> None:
         p = self.p
