@@ -11,7 +11,7 @@ from kp_pose_ros.ros.lifecycle_node import PipelineNode
 from kp_pose_ros.ros.models import inference_params, load_model
 from kp_pose_ros.ros.node_main import spin_node
 from kp_pose_ros.ros.params import Param
-from kp_pose_ros.ros.qos import qos_profile, sensor_qos_params
+from kp_pose_ros.ros.qos import KEYPOINT_QUEUE, qos_profile, sensor_qos_params
 from kp_pose_ros.ros.stamps import stamp_to_ns
 
 
@@ -48,7 +48,7 @@ class RobotLifterNode(PipelineNode):
     def activate(self) -> None:
         self.previous = None
         self.camera_info = CameraInfoCache(self, qos=qos_profile(self.p.qos_reliability, self.p.qos_depth))
-        self.create_subscription(KeypointArray, 'keypoints_2d', self._on_keypoints, 10)
+        self.create_subscription(KeypointArray, 'keypoints_2d', self._on_keypoints, KEYPOINT_QUEUE)
 
     def cleanup(self) -> None:
         self.lifter = None

@@ -31,7 +31,7 @@ from kp_pose_ros.ros.models import inference_params, load_model
 from kp_pose_ros.ros.node_main import spin_node
 from kp_pose_ros.ros.params import Param
 from kp_pose_ros.ros.poses import pose_from_matrix
-from kp_pose_ros.ros.qos import qos_profile, sensor_qos_params
+from kp_pose_ros.ros.qos import KEYPOINT_QUEUE, qos_profile, sensor_qos_params
 from kp_pose_ros.ros.robot_model import RobotModelSource
 from kp_pose_ros.ros.stamps import stamp_to_ns
 
@@ -114,7 +114,7 @@ class RobotPoseFittingNode(PipelineNode):
         sensor_qos = qos_profile(p.qos_reliability, p.qos_depth)
         self.camera_info = CameraInfoCache(self, qos=sensor_qos)
         self.create_subscription(JointState, '/joint_states', self.joint_history.append, 50)
-        self.create_subscription(KeypointArray, 'keypoints_3d', self._on_keypoints, 10)
+        self.create_subscription(KeypointArray, 'keypoints_3d', self._on_keypoints, KEYPOINT_QUEUE)
         if p.publish_debug_image:
             self.create_subscription(Image, 'image', self.images.append, sensor_qos)
         if p.depth_alignment:
