@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -57,6 +58,28 @@ def _status_of(node_name, arrays):
             if status.name == node_name:
                 return status
     return None
+
+
+@contextmanager
+def _running_keypoints(node, executor):
+    """The keypoints node with the committed model, active beside `node`; yields it, its outputs and an image
+    publisher it is subscribed to."""
+    from kp_pose_msgs.msg import KeypointArray
+    from sensor_msgs.msg import Image
+
+    out = []
+    sub = node.create_subscription(KeypointArray, '/robot_calib/keypoints_2d', out.append, 10)
+    pub = node.create_publisher(Image, '/lc_test/image', 10)
+    with GraphRun([_keypoints_spec('robot_keypoints_panda.onnx')], context=node.context) as run:
+        keypoints = run.nodes[0]
+        executor.add_node(keypoints)
+        assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 5.0)
+        try:
+            yield keypoints, out, pub
+        finally:
+            executor.remove_node(keypoints)
+            node.destroy_subscription(sub)
+            node.destroy_publisher(pub)
 
 
 def test_missing_then_fixed_model_through_lifecycle_services(ros_node, tmp_path):
@@ -125,19 +148,11 @@ def test_corrupt_model_fails_configure_naming_the_file(ros_context, tmp_path):
 def test_parameters_through_the_parameter_services(ros_node):
     """A live parameter changes behaviour at once; bad values and structural changes while configured are refused
     with a reason; structural ones are accepted while unconfigured and read at the next configure."""
-    from kp_pose_msgs.msg import KeypointArray
     from lifecycle_msgs.msg import Transition
-    from sensor_msgs.msg import Image
 
     node, executor = ros_node
-    out = []
-    node.create_subscription(KeypointArray, '/robot_calib/keypoints_2d', out.append, 10)
-    pub = node.create_publisher(Image, '/lc_test/image', 10)
-    with GraphRun([_keypoints_spec('robot_keypoints_panda.onnx')], context=node.context) as run:
-        keypoints = run.nodes[0]
-        executor.add_node(keypoints)
+    with _running_keypoints(node, executor) as (keypoints, out, pub):
         assert keypoints.state == 'active'
-        assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 5.0)
         old = _image(node, np.zeros((240, 320, 3), np.uint8))
         old.header.stamp.sec -= 5  # 5 s old: dropped under the default max_image_age_s of 1 s
         pub.publish(old)
@@ -162,7 +177,6 @@ def test_parameters_through_the_parameter_services(ros_node):
         assert not _transition(node, executor, Transition.TRANSITION_CONFIGURE), 'configure must read the new value'
         assert _set(node, executor, 'model', 'robot_keypoints_panda.onnx').successful
         assert _transition(node, executor, Transition.TRANSITION_CONFIGURE)
-        executor.remove_node(keypoints)
 
 
 @pytest.mark.parametrize('reliability', ['best_effort', 'reliable'])
@@ -179,17 +193,8 @@ def test_subscription_qos_follows_parameters(ros_context, reliability):
 
 
 def test_exception_in_a_callback_is_counted_and_never_ends_the_executor(ros_node):
-    from kp_pose_msgs.msg import KeypointArray
-    from sensor_msgs.msg import Image
-
     node, executor = ros_node
-    out = []
-    node.create_subscription(KeypointArray, '/robot_calib/keypoints_2d', out.append, 10)
-    pub = node.create_publisher(Image, '/lc_test/image', 10)
-    with GraphRun([_keypoints_spec('robot_keypoints_panda.onnx')], context=node.context) as run:
-        keypoints = run.nodes[0]
-        executor.add_node(keypoints)
-        assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 5.0)
+    with _running_keypoints(node, executor) as (keypoints, out, pub):
         detect = keypoints.detector.detect
 
         def broken(rgb):
@@ -203,7 +208,6 @@ def test_exception_in_a_callback_is_counted_and_never_ends_the_executor(ros_node
         keypoints.detector.detect = detect
         pub.publish(_image(node, np.zeros((240, 320, 3), np.uint8)))
         assert spin_until(executor, lambda: len(out) == 1, 10.0), 'the node stopped working after the exception'
-        executor.remove_node(keypoints)
 
 
 def test_autostart_false_leaves_nodes_unconfigured(ros_context):

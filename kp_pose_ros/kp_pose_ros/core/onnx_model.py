@@ -329,3 +329,24 @@ def manifest_value(manifest: dict, path: str, model_path: str | Path):
             raise ModelLoadError(f'model manifest {Path(model_path).with_suffix(".yaml")} lacks "{path}"')
         value = value[key]
     return value
+
+
+class OnnxWrapper:
+    """Provider information and warm-up of a model wrapper's `self.model` (an OnnxModel):
+    what nodes log and warm up at configure, whatever the wrapper."""
+
+    model: OnnxModel
+
+    @property
+    def provider(self) -> str:
+        """The execution provider running the model (OnnxModel.provider)."""
+        return self.model.provider
+
+    @property
+    def provider_notes(self) -> list[str]:
+        """Why faster providers were skipped (OnnxModel.provider_notes)."""
+        return self.model.provider_notes
+
+    def warmup(self, runs: int = 1) -> float:
+        """Run the network on zeros `runs` times (TensorRT engine build, CUDA allocation); seconds taken."""
+        return self.model.warmup(runs)

@@ -13,10 +13,10 @@ import numpy as np
 
 from kp_pose_ros.core.heatmaps import decode_heatmaps, heatmap_to_input
 from kp_pose_ros.core.letterbox import Letterbox
-from kp_pose_ros.core.onnx_model import ModelLoadError, OnnxModel, load_manifest, manifest_value
+from kp_pose_ros.core.onnx_model import ModelLoadError, OnnxModel, OnnxWrapper, load_manifest, manifest_value
 
 
-class RobotKeypointDetector:
+class RobotKeypointDetector(OnnxWrapper):
     """`detect(rgb)` -> (pixels (N, 2) in the given image, confidence (N,)), N = len(keypoint_names)."""
 
     def __init__(self, model_path: str | Path, providers: str = 'auto', threads: int = 0,
@@ -50,20 +50,6 @@ class RobotKeypointDetector:
         if channels_out != len(self.keypoint_names):
             raise ModelLoadError(f'{model_path.name} outputs {channels_out} heatmaps for {len(self.keypoint_names)} '
                                  f'keypoint names in its manifest')
-
-    @property
-    def provider(self) -> str:
-        """The execution provider running the model (OnnxModel.provider)."""
-        return self.model.provider
-
-    @property
-    def provider_notes(self) -> list[str]:
-        """Why faster providers were skipped (OnnxModel.provider_notes)."""
-        return self.model.provider_notes
-
-    def warmup(self, runs: int = 1) -> float:
-        """Run the network on zeros `runs` times (TensorRT engine build, CUDA allocation); seconds taken."""
-        return self.model.warmup(runs)
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints of the robot in an RGB image (H, W, 3) uint8, in that image's pixels (centres at integers)."""

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from kp_pose_ros.robot.diffusion import VPSDE, ddim_sample
-from kp_pose_ros.core.onnx_model import ModelLoadError, OnnxModel, load_manifest, manifest_value
+from kp_pose_ros.core.onnx_model import ModelLoadError, OnnxModel, OnnxWrapper, load_manifest, manifest_value
 
 MIN_VALID_KEYPOINTS = 3
 CONDITION_SPACES = ('nccs', 'pixels')
@@ -42,27 +42,7 @@ def _manifest_vector(manifest: dict, path: str, model_path: Path, length: int) -
     return vector
 
 
-class _OnnxWrapper:
-    """Provider information and warm-up of a wrapper's `self.model` (an OnnxModel)."""
-
-    model: OnnxModel
-
-    @property
-    def provider(self) -> str:
-        """The execution provider running the model (OnnxModel.provider)."""
-        return self.model.provider
-
-    @property
-    def provider_notes(self) -> list[str]:
-        """Why faster providers were skipped (OnnxModel.provider_notes)."""
-        return self.model.provider_notes
-
-    def warmup(self, runs: int = 1) -> float:
-        """Run the network on zeros `runs` times (TensorRT engine build, CUDA allocation); seconds taken."""
-        return self.model.warmup(runs)
-
-
-class _KeypointLifter(_OnnxWrapper):
+class _KeypointLifter(OnnxWrapper):
     """Manifest, session and condition building shared by the diffusion and regression lifters."""
 
     def __init__(self, model_path: str | Path, providers: str, threads: int, trt_cache_dir: str | Path = '',
@@ -183,7 +163,7 @@ class RegressionLifter(_KeypointLifter):
         return LiftResult(points, np.zeros(self.num_keypoints), observed)
 
 
-class JointRegressor(_OnnxWrapper):
+class JointRegressor(OnnxWrapper):
     """Joint angles from 3D keypoints (RoboKeyGen §III-C). The network sees only rigid-motion invariant features
     of the skeleton, so the camera pose does not matter. What keypoints cannot reveal comes out by convention: for
     the Panda, panda_joint1 (indistinguishable from the base's yaw) and panda_joint7 (turns the hand about the axis
