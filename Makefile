@@ -38,10 +38,12 @@ sim-check: setup
 	  kp-pose topics --wait 4 && kp-pose hz /camera/camera/color/image_raw --duration 5 --wait 15; rc=$$?; \
 	  kill -INT $$pid; wait $$pid; exit $$rc'
 
-## make bench: speed and accuracy benchmarks, written to results/*.json (robot_calib: ~10 min on 2 cores).
+## make bench: speed and accuracy benchmarks, written to results/*.json (robot_calib: ~10 min on 2 cores;
+## throughput: ~1 min, the robot_calib graph one process per node fed a 30 Hz bag, rendered once to build/bench/).
 bench: setup
 	$(RUN) kp-pose bench sim_camera
 	$(RUN) kp-pose bench robot_calib
+	$(RUN) kp-pose bench throughput
 
 ## make dataset: a small training set from the synthetic camera (see kp_pose_ros/sim/dataset.py for the layout).
 dataset: setup

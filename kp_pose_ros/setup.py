@@ -23,6 +23,7 @@ setup(
         (f'share/{PACKAGE}', ['package.xml']),
         (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
         (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.xml')),
+        (f'share/{PACKAGE}/config/rviz', glob('config/rviz/*.rviz')),
         (f'share/{PACKAGE}/models', glob('models/*.onnx') + glob('models/*.yaml')),
     ],
     install_requires=['setuptools'],

@@ -1,11 +1,14 @@
 """`kp-pose`: run a pipeline graph in one process, list graphs, inspect topics, run benchmarks.
 
   kp-pose graphs                          the graphs and their arguments
+  kp-pose params [NODE ...]               every node's parameters (structural or live), as README tables
   kp-pose run sim_camera seed:=3 [--duration 10]
   kp-pose topics                          topics and types seen on this ROS_DOMAIN_ID
   kp-pose hz /camera/camera/color/image_raw [--duration 5]
   kp-pose bench sim_camera
   kp-pose demo [--duration 8]
+  kp-pose play BAG [--rate 2] [--loop] [--clock] [--remap /camera/color/image_raw:=/image] [--topics T ...]
+  kp-pose record OUT /camera/color/image_raw /tf_static [--storage mcap|sqlite3] [--duration 10]
 """
 from __future__ import annotations
 
@@ -37,12 +40,33 @@ def cmd_graphs(_args) -> int:
     return 0
 
 
+def parameter_tables(nodes=None) -> str:
+    """Markdown tables of the nodes' parameters, from the PARAMS the nodes declare (the README carries them)."""
+    from kp_pose_ros.graphs.runner import load_class
+    from kp_pose_ros.nodes import NODE_CLASSES
+    from kp_pose_ros.ros.params import markdown_table
+
+    parts = []
+    for name in nodes or NODE_CLASSES:
+        if name not in NODE_CLASSES:
+            raise SystemExit(f"kp-pose: unknown node '{name}', expected one of: {', '.join(NODE_CLASSES)}")
+        parts.append(f'#### `{name}`\n\n{markdown_table(load_class(NODE_CLASSES[name]).PARAMS)}\n')
+    return '\n'.join(parts)
+
+
+def cmd_params(args) -> int:
+    print(parameter_tables(args.nodes), end='')
+    return 0
+
+
 def cmd_run(args) -> int:
     from kp_pose_ros.graphs.runner import run_graph
 
     with run_graph(args.graph, _parse_overrides(args.overrides)) as run:
         names = ', '.join(n.get_fully_qualified_name() for n in run.nodes)
         print(f'kp-pose: running graph {args.graph}: {names}', flush=True)
+        if run.not_active:
+            print(f'kp-pose: not active (see the log above): {", ".join(run.not_active)}', flush=True)
         try:
             run.spin_for(args.duration)
         except KeyboardInterrupt:
@@ -106,11 +130,35 @@ def cmd_bench(args) -> int:
     return run_benchmark(args.name, args.output)
 
 
+def cmd_play(args) -> int:
+    from kp_pose_ros.ros.bags import play
+
+    def replay(node, _executor):
+        stats = play(node, args.bag, rate=args.rate, loop=args.loop, clock_hz=args.clock, remaps=args.remap,
+                     topics=args.topics, wait_s=args.wait, duration=args.duration)
+        print(stats.summary_line(), flush=True)
+        return 0 if stats.messages else 1
+    return _with_node(replay)
+
+
+def cmd_record(args) -> int:
+    from kp_pose_ros.ros.bags import record
+
+    def rec(node, executor):
+        stats = record(node, executor, args.output, args.topics, storage=args.storage, duration=args.duration)
+        print(stats.summary_line(), flush=True)
+        return 0
+    return _with_node(rec)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='kp-pose', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)
     sub.add_parser('graphs', help='list graphs and their arguments').set_defaults(fn=cmd_graphs)
+    p = sub.add_parser('params', help="nodes' parameters as markdown tables")
+    p.add_argument('nodes', nargs='*', help='node executables (default: all)')
+    p.set_defaults(fn=cmd_params)
     p = sub.add_parser('run', help='run a graph in this process')
     p.add_argument('graph')
     p.add_argument('overrides', nargs='*', help='graph arguments as name:=value')
@@ -132,6 +180,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('name')
     p.add_argument('--output', default=None, help='results file (default results/<name>.json)')
     p.set_defaults(fn=cmd_bench)
+    p = sub.add_parser('play', help='replay a rosbag2 bag (sqlite3 or MCAP), header stamps preserved')
+    p.add_argument('bag', help='bag folder (or one .mcap / .db3 file)')
+    p.add_argument('--rate', type=float, default=1.0, help='playback speed factor')
+    p.add_argument('--loop', action='store_true', help='play again and again (until Ctrl-C or --duration)')
+    p.add_argument('--clock', type=float, nargs='?', const=40.0, default=0.0, metavar='HZ',
+                   help='publish the bag time on /clock (rosgraph_msgs/Clock), at HZ (default 40)')
+    p.add_argument('--remap', action='append', default=[], metavar='FROM:=TO', help='rename a topic (repeatable)')
+    p.add_argument('--topics', nargs='+', default=None, help='play only these topics')
+    p.add_argument('--wait', type=float, default=0.0, metavar='S',
+                   help='wait up to S seconds for every topic to have a subscriber before playing')
+    p.add_argument('--duration', type=float, default=None, help='stop after this many seconds')
+    p.set_defaults(fn=cmd_play)
+    p = sub.add_parser('record', help='record topics into a new rosbag2 bag (raw messages, header stamps kept)')
+    p.add_argument('output', help='bag folder to create (must not exist)')
+    p.add_argument('topics', nargs='+', help='topics to record (subscribed when they appear)')
+    p.add_argument('--storage', default='mcap', choices=('mcap', 'sqlite3'))
+    p.add_argument('--duration', type=float, default=None, help='stop after this many seconds (default: Ctrl-C)')
+    p.set_defaults(fn=cmd_record)
     args, rest = parser.parse_known_args(argv)
     if args.command == 'demo':
         args.demo_args = rest  # the demo has its own options

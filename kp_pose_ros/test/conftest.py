@@ -49,6 +49,18 @@ def spin_until(executor, predicate, timeout_s=10.0):
     return predicate()
 
 
+def call_service(node, executor, srv_type, service, **fields):
+    """Call `service` from `node` (spinning `executor`) with a request made of `fields`; its response."""
+    client = node.create_client(srv_type, service)
+    try:
+        assert spin_until(executor, client.service_is_ready, 10.0), f"{service} not available"
+        future = client.call_async(srv_type.Request(**fields))
+        assert spin_until(executor, future.done, 10.0), f"{service} did not answer"
+        return future.result()
+    finally:
+        node.destroy_client(client)
+
+
 def random_sim_frames(config, seed: int, count: int) -> list:
     """`count` renders of a synthetic scene, each with a new collision-free arm pose, camera pose and appearance."""
     from kp_pose_ros.sim.scene import SimScene

@@ -2,7 +2,7 @@
 services and static mode; pose fitting on ground-truth keypoints from the sim camera; bad input never crashes."""
 import numpy as np
 import pytest
-from conftest import spin_graph, spin_until
+from conftest import call_service, spin_graph, spin_until
 from scipy.spatial.transform import Rotation
 
 from kp_pose_ros.core.transforms import invert_transform, make_transform, rotation_error_deg
@@ -27,14 +27,6 @@ def _estimate(node, T_base_optical, residual=1.0):
     msg.header.stamp = node.get_clock().now().to_msg()
     msg.header.frame_id = 'panda_link0'
     return msg
-
-
-def _call(node, executor, srv_type, service, **fields):
-    client = node.create_client(srv_type, service)
-    assert spin_until(executor, client.service_is_ready, 10.0), f"{service} not available"
-    future = client.call_async(srv_type.Request(**fields))
-    assert spin_until(executor, future.done, 10.0)
-    return future.result()
 
 
 def test_calibration_manager_live_services_and_static_mode(ros_node, tmp_path):
@@ -73,18 +65,25 @@ def test_calibration_manager_live_services_and_static_mode(ros_node, tmp_path):
         assert np.linalg.norm(T_live[:3, 3] - T_true_link[:3, 3]) < 0.01
         assert rotation_error_deg(T_live[:3, :3], T_true_link[:3, :3]) < 1.0
         assert any(t.child_frame_id == 'camera_link' for m in tf_msgs for t in m.transforms)
+        # /diagnostics carries the calibration's health: the live spread and the age of the last estimate.
+        from kp_pose_ros.ros.diagnostics import OK, level_of
+        status = run.nodes[0].diagnostics.status()
+        values = {kv.key: kv.value for kv in status.values}
+        assert level_of(status.level) == OK, status.message
+        assert float(values['spread_cm']) < 1.0 and float(values['last_estimate_age_s']) < 5.0
+        assert values['in.estimate.rate_hz'] and values['state'] == 'active'
 
         ns = '/robot_calib/calibration_manager'
-        res = _call(node, executor, ComputeCalibration, f'{ns}/compute')
+        res = call_service(node, executor, ComputeCalibration, f'{ns}/compute')
         assert res.success, res.message
         assert res.num_inliers == res.num_samples - 3  # the three 30 cm outliers
         assert res.translation_std_m < 0.02 and res.rotation_std_deg < 2.0
-        assert _call(node, executor, SaveCalibration, f'{ns}/save', name='bench cell').success is False
-        saved = _call(node, executor, SaveCalibration, f'{ns}/save', name='cell_a')
+        assert call_service(node, executor, SaveCalibration, f'{ns}/save', name='bench cell').success is False
+        saved = call_service(node, executor, SaveCalibration, f'{ns}/save', name='cell_a')
         assert saved.success and (tmp_path / 'cell_a.yaml').is_file()
-        assert _call(node, executor, ResetCalibration, f'{ns}/reset').success
-        assert not _call(node, executor, LoadCalibration, f'{ns}/load', name='missing').success
-        loaded = _call(node, executor, LoadCalibration, f'{ns}/load', name='cell_a')
+        assert call_service(node, executor, ResetCalibration, f'{ns}/reset').success
+        assert not call_service(node, executor, LoadCalibration, f'{ns}/load', name='missing').success
+        loaded = call_service(node, executor, LoadCalibration, f'{ns}/load', name='cell_a')
         assert loaded.success
         np.testing.assert_allclose(transform_from_msg(loaded.transform), transform_from_msg(res.transform), atol=1e-9)
         executor.remove_node(run.nodes[0])
@@ -115,7 +114,7 @@ def _fitting_on_ground_truth(remappings=()):
         name='robot_pose_fitting', namespace='/robot_calib', executable='robot_pose_fitting',
         node_class='kp_pose_ros.nodes.robot_pose_fitting:RobotPoseFittingNode',
         parameters={'joints_mode': 'known', 'keypoint_links': list(PANDA_KEYPOINT_LINKS),
-                    'joints_model': 'missing_model.onnx'},
+                    'joints_model': ''},
         remappings=[('keypoints_3d', '/sim/keypoints'), ('camera_info', '/camera/camera/color/camera_info'),
                     *remappings])]
 
@@ -196,7 +195,7 @@ def test_calibration_manager_refuses_scattered_estimates(ros_node, tmp_path):
             pub.publish(_estimate(node, T_BASE_OPTICAL @ scatter))
             spin_until(executor, lambda: False, 0.03)
         spin_until(executor, lambda: False, 0.5)
-        res = _call(node, executor, ComputeCalibration, '/robot_calib/calibration_manager/compute')
+        res = call_service(node, executor, ComputeCalibration, '/robot_calib/calibration_manager/compute')
         executor.remove_node(run.nodes[0])
     assert not res.success and 'disagree too much' in res.message and res.translation_std_m > 0.05
     assert live == []

@@ -7,7 +7,7 @@ import time
 from importlib import import_module
 from pathlib import Path
 
-BENCHMARK_NAMES = ('sim_camera', 'robot_calib')
+BENCHMARK_NAMES = ('sim_camera', 'robot_calib', 'throughput')
 RESULTS_DIR = Path.cwd() / 'results'
 
 

@@ -1,6 +1,8 @@
 """robot_calib benchmark: RoboKeyGen's cross-camera evaluation (Table II) on synthetic sets the models never saw, with
 the paper's ablations as rows (single-frame vs online, diffusion vs regression, NCCS, GT vs predicted 2D, unknown vs
-known joints), the error of the aggregated calibration after 30 frames, and the speed of each stage on this CPU.
+known joints), the error of the aggregated calibration after 30 frames, and the speed of each stage on the ONNX
+Runtime provider the models ran on (KP_BENCH_PROVIDERS: auto, tensorrt, cuda or cpu, default cpu; recorded in the
+results as `execution_providers`).
 
 Each set: static cameras at one horizontal FOV (the paper's 62.73 / 70.21 / 93.01 deg), the arm moving, distractor
 objects, cameras close enough that the arm is sometimes cut by the image border. Seeds start at 100000, far from any
@@ -19,6 +21,9 @@ FOVS = {'SimXBox360Kinect': 62.73, 'SimRealSense': 70.21, 'SimAzureKinect': 93.0
 SEQUENCES = int(os.environ.get('KP_BENCH_SEQUENCES', '2'))
 FRAMES = int(os.environ.get('KP_BENCH_FRAMES', '30'))
 SEED_BASE = 100000
+# ONNX Runtime provider preference of the benchmark's models (auto, tensorrt, cuda, cpu); the results record the
+# provider each model actually ran on.
+PROVIDERS = os.environ.get('KP_BENCH_PROVIDERS', 'cpu')
 MIN_CONFIDENCE = 0.3
 # Depth noise at 1 m (growing with z^2), about a RealSense D435's; only the depth-alignment rows read depth.
 DEPTH_NOISE_STD_M = 0.002
@@ -82,11 +87,13 @@ class Models:
         from kp_pose_ros.robot.surface import sample_robot_surface
         from kp_pose_ros.robot.urdf import load_urdf
 
-        self.detector = RobotKeypointDetector(model_file('robot_keypoints_panda.onnx'), 'cpu')
-        self.lifter = DiffusionLifter(model_file('robot_lifter_panda.onnx'), 'cpu', seed=0)
-        self.nonccs = DiffusionLifter(model_file('robot_lifter_nonccs_panda.onnx'), 'cpu', seed=0)
-        self.regression = RegressionLifter(model_file('robot_lifter_regression_panda.onnx'), 'cpu')
-        self.joints = JointRegressor(model_file('robot_joints_panda.onnx'), 'cpu')
+        self.detector = RobotKeypointDetector(model_file('robot_keypoints_panda.onnx'), PROVIDERS)
+        self.lifter = DiffusionLifter(model_file('robot_lifter_panda.onnx'), PROVIDERS, seed=0)
+        self.nonccs = DiffusionLifter(model_file('robot_lifter_nonccs_panda.onnx'), PROVIDERS, seed=0)
+        self.regression = RegressionLifter(model_file('robot_lifter_regression_panda.onnx'), PROVIDERS)
+        self.joints = JointRegressor(model_file('robot_joints_panda.onnx'), PROVIDERS)
+        for wrapper in (self.detector, self.lifter, self.nonccs, self.regression, self.joints):
+            wrapper.warmup()  # as the nodes do in on_configure: no first-frame outlier in the timings
         urdf = load_urdf(os.path.join(pybullet_data.getDataPath(), 'franka_panda', 'panda.urdf'))
         self.kinematics = RobotKinematics(urdf, 'panda_link0', PANDA_KEYPOINT_LINKS)
         urdf_path = os.path.join(pybullet_data.getDataPath(), 'franka_panda', 'panda.urdf')
@@ -95,6 +102,15 @@ class Models:
                                            num_points=3000)
         self.depth_fitter = RobotDepthFitter(surface, self.kinematics)
         assert tuple(self.detector.keypoint_names) == tuple(self.lifter.keypoint_links) == PANDA_KEYPOINT_LINKS
+
+    def providers(self) -> dict:
+        """What the benchmark's models ran on: the preference, and per model the provider and why faster ones
+        were skipped."""
+        wrappers = {'keypoints_2d': self.detector, 'lifter': self.lifter, 'lifter_nonccs': self.nonccs,
+                    'lifter_regression': self.regression, 'joints': self.joints}
+        return {'preference': PROVIDERS,
+                'models': {name: {'model': w.model.path.name, 'provider': w.provider, 'notes': list(w.provider_notes)}
+                           for name, w in wrappers.items()}}
 
 
 ROWS = (
@@ -231,6 +247,7 @@ def run() -> dict:
                             'known joints RGB-D: PnP + depth alignment': depth_ms, 'end_to_end_rgbd': rgbd_ms,
                             'end_to_end_rgbd_fps': 1000.0 / rgbd_ms},
         'paper_table_II_online': PAPER_TABLE_II,
+        'execution_providers': models.providers(),
     }
 
 
@@ -257,7 +274,9 @@ def report(results: dict) -> str:
                  for f in fovs]
         lines.append(f"| {row['row']} | " + ' | '.join(cells) + ' |')
     speed = results['speed_ms_median']
-    lines += ['', 'Speed on this CPU (median ms per frame): ' + ', '.join(
+    ran_on = sorted({m['provider'].replace('ExecutionProvider', '')
+                     for m in results.get('execution_providers', {}).get('models', {}).values()}) or ['CPU']
+    lines += ['', f"Speed on this machine, ONNX Runtime on {' + '.join(ran_on)} (median ms per frame): " + ', '.join(
         f'{k} {v:.1f}' for k, v in speed.items() if not k.endswith('_fps') and v is not None)
         + f"; end to end {speed['end_to_end_fps']:.1f} FPS (RGB, unknown joints), "
           f"{speed['end_to_end_rgbd_fps']:.1f} FPS (RGB-D, known joints)"]

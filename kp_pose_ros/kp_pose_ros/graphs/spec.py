@@ -26,12 +26,28 @@ class NodeSpec:
     remappings: Sequence[tuple[str, str]] = ()
 
 
+# Arguments every graph has (appended to its own unless it defines one of the same name): how launch files and the
+# in-process runner bring the lifecycle nodes up, and whether launch also starts RViz with the graph's config.
+COMMON_ARGUMENTS = (
+    Argument('autostart', 'true', 'Bring every node to active (configure, then activate) as it starts; false: leave '
+             'them unconfigured for `ros2 lifecycle set` or a lifecycle manager.', choices=('true', 'false')),
+    Argument('rviz', 'false', 'ros2 launch only: also start RViz 2 with this graph\'s view '
+             '(config/rviz/<graph>.rviz).', choices=('true', 'false')),
+)
+
+
 @dataclass(frozen=True)
 class Graph:
+    """A pipeline: its launch arguments (its own, then COMMON_ARGUMENTS) and how they build its nodes."""
     name: str
     description: str
     arguments: Sequence[Argument]
     build: Callable[[Mapping[str, str]], Sequence[NodeSpec]]
+
+    def __post_init__(self):
+        own = tuple(self.arguments)
+        names = {a.name for a in own}
+        object.__setattr__(self, 'arguments', own + tuple(a for a in COMMON_ARGUMENTS if a.name not in names))
 
     def resolve(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         """Argument values: defaults updated by `overrides`; unknown names and values outside `choices` refused."""

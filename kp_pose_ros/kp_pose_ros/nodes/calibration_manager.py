@@ -17,49 +17,65 @@ import numpy as np
 from geometry_msgs.msg import TransformStamped
 from kp_pose_msgs.msg import RobotCameraEstimate
 from kp_pose_msgs.srv import CaptureSample, ComputeCalibration, LoadCalibration, ResetCalibration, SaveCalibration
-from rclpy.node import Node
 
 from kp_pose_ros.robot.calibration import (CalibrationError, CalibrationSample, CalibrationWindow, aggregate,
                                           compose_root)
 from kp_pose_ros.robot.calibration_store import CalibrationFileError, load_calibration, save_calibration
 from kp_pose_ros.core.transform_tree import TransformTree
+from kp_pose_ros.ros.diagnostics import OK, WARN
+from kp_pose_ros.ros.lifecycle_node import ConfigureError, PipelineNode
 from kp_pose_ros.ros.node_main import spin_node
-from kp_pose_ros.ros.params import Param, declare_params
+from kp_pose_ros.ros.params import Param
 from kp_pose_ros.ros.poses import matrix_from_pose
 from kp_pose_ros.ros.qos import LATCHED_QOS
 from kp_pose_ros.ros.stamps import stamp_to_ns
 from kp_pose_ros.ros.tf import StaticTfBroadcaster, TfBroadcaster, TfListener, transform_from_msg, transform_stamped
 
-PARAMS = (
-    Param('mode', 'live', 'live: calibrate from the estimate stream; static: publish a saved calibration only.',
-          choices=('live', 'static')),
-    Param('calibration_dir', '~/.ros/kp_pose_ros/calibrations', 'Where calibrations are saved and looked up.'),
-    Param('calibration_name', 'default', 'Name loaded in static mode and used by save when none is given.'),
-    Param('root_frame', 'camera_link', 'Camera frame the calibration is published to (the driver\'s TF root); '
-          'empty: the optical frame of the images.'),
-    Param('window_size', 30, 'Per-frame estimates in the live window.', min_value=1, max_value=10000),
-    Param('min_samples', 10, 'Fewest estimates an aggregate is computed from.', min_value=1, max_value=10000),
-    Param('max_residual_px', 15.0, 'Estimates whose mean keypoint reprojection residual exceeds this are ignored.',
-          min_value=0.1, max_value=1000.0),
-    Param('max_translation_std_m', 0.05, 'A live aggregate or computed calibration whose inlier spread exceeds this '
-          'is not published: a wrong TF is worse than none for a grasping stack.', min_value=0.0, max_value=10.0),
-    Param('max_rotation_std_deg', 5.0, 'The same bound on the rotation spread.', min_value=0.0, max_value=180.0),
-    Param('publish_period_s', 0.5, 'How often the live aggregate is recomputed and published on /tf.',
-          min_value=0.01, max_value=60.0),
-)
 
 
-class CalibrationManagerNode(Node):
+class CalibrationManagerNode(PipelineNode):
+    PARAMS = (
+        Param('mode', 'live', 'live: calibrate from the estimate stream; static: publish a saved calibration only.',
+              choices=('live', 'static')),
+        Param('calibration_dir', '~/.ros/kp_pose_ros/calibrations', 'Where calibrations are saved and looked up.'),
+        Param('calibration_name', 'default', 'Name loaded in static mode and used by save when none is given.',
+              live=True),
+        Param('root_frame', 'camera_link', 'Camera frame the calibration is published to (the driver\'s TF root); '
+              'empty: the optical frame of the images.'),
+        Param('window_size', 30, 'Per-frame estimates in the live window.', live=True, min_value=1, max_value=10000),
+        Param('min_samples', 10, 'Fewest estimates an aggregate is computed from.', live=True, min_value=1,
+              max_value=10000),
+        Param('max_residual_px', 15.0, 'Estimates whose mean keypoint reprojection residual exceeds this are '
+              'ignored.', live=True, min_value=0.1, max_value=1000.0),
+        Param('max_translation_std_m', 0.05, 'A live aggregate or computed calibration whose inlier spread exceeds '
+              'this is not published: a wrong TF is worse than none for a grasping stack.', live=True,
+              min_value=0.0, max_value=10.0),
+        Param('max_rotation_std_deg', 5.0, 'The same bound on the rotation spread.', live=True, min_value=0.0,
+              max_value=180.0),
+        Param('publish_period_s', 0.5, 'How often the live aggregate is recomputed and published on /tf.',
+              live=True, min_value=0.01, max_value=60.0),
+        Param('max_estimate_age_s', 5.0, 'Diagnostics: WARN when the newest usable estimate is older than this '
+              '(live mode, nothing computed or loaded).', live=True, min_value=0.1, max_value=3600.0),
+    )
+    STREAMS = ('estimate',)
+
     def __init__(self, **kwargs):
         super().__init__('calibration_manager', **kwargs)
-        self.p = p = declare_params(self, PARAMS)
+        self.fixed: TransformStamped | None = None
+        self.fixed_result = None
+        self.diagnostics.add_check(self._health)
+
+    def configure(self) -> None:
+        p = self.p
         self.directory = os.path.expanduser(p.calibration_dir)
         self.pub_calibration = self.create_publisher(TransformStamped, '~/calibration', LATCHED_QOS)
-        self.fixed: TransformStamped | None = None
+        self.fixed = None
         self.fixed_result = None
         if p.mode == 'static':
             self.static_tf = StaticTfBroadcaster(self)
-            self._load_into_fixed(self.directory, p.calibration_name)
+            ok, text = self._load_into_fixed(self.directory, p.calibration_name)
+            if not ok:
+                raise ConfigureError(f'static mode needs a saved calibration: {text}')
             return
         self.tf = TfBroadcaster(self)
         self.tree = TransformTree()
@@ -69,13 +85,51 @@ class CalibrationManagerNode(Node):
         self.latest: RobotCameraEstimate | None = None
         self.live_result = None
         self.pub_live = self.create_publisher(TransformStamped, '~/live_calibration', 10)
+
+    def activate(self) -> None:
+        if self.p.mode == 'static':
+            return
         self.create_subscription(RobotCameraEstimate, 'estimate', self._on_estimate, 10)
         self.create_service(CaptureSample, '~/capture', self._capture)
         self.create_service(ComputeCalibration, '~/compute', self._compute)
         self.create_service(SaveCalibration, '~/save', self._save)
         self.create_service(LoadCalibration, '~/load', self._load)
         self.create_service(ResetCalibration, '~/reset', self._reset)
-        self.create_timer(p.publish_period_s, self._publish_live)
+        self.timer = self.create_timer(self.p.publish_period_s, self._publish_live)
+
+    def on_parameter_change(self, name, value) -> None:
+        if self.state not in ('inactive', 'active') or self.p.mode != 'live':
+            return
+        if name == 'window_size':
+            window = CalibrationWindow(int(value))
+            for sample in self.live.samples:
+                window.add(sample)
+            self.live = window
+        elif name == 'publish_period_s' and self.state == 'active':
+            self.timer.timer_period_ns = int(float(value) * 1e9)
+
+    def _health(self):
+        """Calibration health: OK while a calibration is fixed or the live aggregate is published; WARN when the
+        estimates are too spread to publish, or the newest usable estimate is older than max_estimate_age_s."""
+        if self.state not in ('inactive', 'active'):
+            return []
+        if self.p.mode == 'static' or self.fixed is not None:
+            return [(OK, '', {'calibration': 'fixed (computed or loaded)'})]
+        if self.latest is None:
+            return [(WARN if self.state == 'active' else OK, 'no estimate received yet' if self.state == 'active'
+                     else '')]
+        values = {'live_samples': str(len(self.live))}
+        age = (self.get_clock().now().nanoseconds - self._latest_received_ns) / 1e9
+        values['last_estimate_age_s'] = f'{age:.1f}'
+        result = self.live_result
+        if result is not None:
+            values['spread_cm'] = f'{result.translation_std_m * 100:.2f}'
+            values['spread_deg'] = f'{result.rotation_std_deg:.2f}'
+        if age > self.p.max_estimate_age_s:
+            return [(WARN, f'no usable estimate for {age:.0f} s', values)]
+        if result is not None and self._too_spread(result):
+            return [(WARN, 'live estimates too spread to publish', values)]
+        return [(OK, '', values)]
 
     # -- estimates ------------------------------------------------------------------------------------------------
     def _sample(self, msg: RobotCameraEstimate) -> CalibrationSample:
@@ -96,6 +150,7 @@ class CalibrationManagerNode(Node):
             self.get_logger().warning(f'ignoring an unusable estimate: {exc}', throttle_duration_sec=5.0)
             return
         self.latest = msg
+        self._latest_received_ns = self.get_clock().now().nanoseconds
 
     def _root_transform(self, base: str, T_base_optical: np.ndarray, optical: str, stamp) -> TransformStamped | None:
         """base -> root_frame (or base -> optical when root_frame is empty)."""

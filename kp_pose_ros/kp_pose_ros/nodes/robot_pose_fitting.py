@@ -9,14 +9,12 @@ from collections import deque
 
 import numpy as np
 from kp_pose_msgs.msg import KeypointArray, RobotCameraEstimate
-from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from visualization_msgs.msg import MarkerArray
 
 from kp_pose_ros.core.draw import chain_edges, draw_skeleton
 from kp_pose_ros.core.image_codec import ImageEncodingError
 from kp_pose_ros.robot.lifting import JointRegressor
-from kp_pose_ros.core.onnx_model import PROVIDER_CHOICES
 from kp_pose_ros.robot.depth_fit import RobotDepthFitter
 from kp_pose_ros.robot.pose import (estimate_at_pose, fit_known_joints, fit_known_joints_window,
                                          fit_unknown_joints, refine_on_reprojection, window_entry)
@@ -27,82 +25,122 @@ from kp_pose_ros.ros.images import array_to_image, depth_m_from_msg, rgb8_from_m
 from kp_pose_ros.ros.joint_states import joint_positions, joint_state
 from kp_pose_ros.ros.keypoint_msgs import instance_2d, instance_3d
 from kp_pose_ros.ros.markers import keypoint_markers, marker_array, skeleton_marker
-from kp_pose_ros.ros.models import load_model
+from kp_pose_ros.ros.diagnostics import OK, WARN
+from kp_pose_ros.ros.lifecycle_node import ConfigureError, PipelineNode
+from kp_pose_ros.ros.models import inference_params, load_model
 from kp_pose_ros.ros.node_main import spin_node
-from kp_pose_ros.ros.params import Param, declare_params
+from kp_pose_ros.ros.params import Param
 from kp_pose_ros.ros.poses import pose_from_matrix
-from kp_pose_ros.ros.qos import qos_from_name
+from kp_pose_ros.ros.qos import KEYPOINT_QUEUE, qos_profile, sensor_qos_params
 from kp_pose_ros.ros.robot_model import RobotModelSource
 from kp_pose_ros.ros.stamps import stamp_to_ns
 
 JOINT_MODES = ('auto', 'known', 'unknown')
 
-PARAMS = (
-    Param('joints_model', 'robot_joints_panda.onnx', 'Joint-angle regression model (file in models/ or a path); '
-          'its manifest names the keypoint links.'),
-    Param('providers', 'auto', 'ONNX Runtime execution provider.', choices=PROVIDER_CHOICES),
-    Param('joints_mode', 'auto', 'known: use /joint_states; unknown: regress joints from the image; auto: known '
-          'whenever a joint state within joint_states_max_age_s of the image exists.', choices=JOINT_MODES),
-    Param('joint_states_max_age_s', 0.1, 'How far apart a joint state and the image may be to count as fresh.',
-          min_value=0.0, max_value=5.0),
-    Param('keypoint_links', [''], 'Links whose frame origins are the keypoints, in order; [""]: those named in the '
-          'joint model\'s manifest.'),
-    Param('urdf_path', '', 'Robot URDF file; empty: wait for the /robot_description topic.'),
-    Param('base_link', 'panda_link0', 'Robot base frame: the parent of the calibration.'),
-    Param('min_keypoint_confidence', 0.3, 'Keypoints below this confidence are treated as missing.',
-          min_value=0.0, max_value=1.0),
-    Param('inlier_threshold_m', 0.05, '3D-3D fit: keypoints farther than this from the model are outliers.',
-          min_value=0.001, max_value=1.0),
-    Param('reprojection_error_px', 15.0, 'PnP RANSAC inlier threshold (the committed keypoint model has p90 error '
-          '18 px).', min_value=0.5, max_value=100.0),
-    Param('static_camera_frames', 30, 'Known joints: solve PnP over the keypoints of this many recent frames at once, '
-          'assuming the camera does not move relative to the robot base (0: per frame, e.g. eye-in-hand).',
-          min_value=0, max_value=1000),
-    Param('refine', True, 'Refine the pose (and unknown joints) on the 2D reprojection error.'),
-    Param('depth_alignment', True, 'Known joints: align the robot\'s surface model (URDF meshes) with the aligned '
-          'depth image on the `depth` topic; the pose then comes from the depth. Off, or no depth: keypoints only.'),
-    Param('depth_max_offset_s', 0.02, 'How far apart the depth and colour stamps may be to pair them.',
-          min_value=0.0, max_value=1.0),
-    Param('surface_geometry', 'visual', 'URDF geometry the surface model is sampled from.',
-          choices=GEOMETRY_KINDS),
-    Param('surface_points', 3000, 'Points sampled over the robot\'s surface for the depth alignment.',
-          min_value=200, max_value=50000),
-    Param('publish_debug_image', False, 'Subscribe to the colour image and publish it with the skeleton drawn.'),
-)
 
+class RobotPoseFittingNode(PipelineNode):
+    PARAMS = (
+        Param('joints_model', 'robot_joints_panda.onnx', 'Joint-angle regression model (file in models/ or a path); '
+              'its manifest names the keypoint links. Empty: none (known joints only).'),
+        *inference_params(default_threads=1),
+        Param('joints_mode', 'auto', 'known: use /joint_states; unknown: regress joints from the image; auto: known '
+              'whenever a joint state within joint_states_max_age_s of the image exists.', live=True,
+              choices=JOINT_MODES),
+        Param('joint_states_max_age_s', 0.1, 'How far apart a joint state and the image may be to count as fresh.',
+              live=True, min_value=0.0, max_value=5.0),
+        Param('keypoint_links', [''], 'Links whose frame origins are the keypoints, in order; [""]: those named in '
+              'the joint model\'s manifest.'),
+        Param('urdf_path', '', 'Robot URDF file; empty: wait for the /robot_description topic.'),
+        Param('base_link', 'panda_link0', 'Robot base frame: the parent of the calibration.'),
+        Param('min_keypoint_confidence', 0.3, 'Keypoints below this confidence are treated as missing.', live=True,
+              min_value=0.0, max_value=1.0),
+        Param('inlier_threshold_m', 0.05, '3D-3D fit: keypoints farther than this from the model are outliers.',
+              live=True, min_value=0.001, max_value=1.0),
+        Param('reprojection_error_px', 15.0, 'PnP RANSAC inlier threshold (the committed keypoint model has p90 '
+              'error 18 px).', live=True, min_value=0.5, max_value=100.0),
+        Param('static_camera_frames', 30, 'Known joints: solve PnP over the keypoints of this many recent frames at '
+              'once, assuming the camera does not move relative to the robot base (0: per frame, e.g. '
+              'eye-in-hand).', live=True, min_value=0, max_value=1000),
+        Param('refine', True, 'Refine the pose (and unknown joints) on the 2D reprojection error.', live=True),
+        Param('depth_alignment', True, 'Known joints: align the robot\'s surface model (URDF meshes) with the '
+              'aligned depth image on the `depth` topic; the pose then comes from the depth. Off, or no depth: '
+              'keypoints only.'),
+        Param('depth_max_offset_s', 0.02, 'How far apart the depth and colour stamps may be to pair them.',
+              live=True, min_value=0.0, max_value=1.0),
+        Param('surface_geometry', 'visual', 'URDF geometry the surface model is sampled from.',
+              choices=GEOMETRY_KINDS),
+        Param('surface_points', 3000, 'Points sampled over the robot\'s surface for the depth alignment.',
+              min_value=200, max_value=50000),
+        Param('publish_debug_image', False, 'Subscribe to the colour image and publish it with the skeleton drawn.'),
+        *sensor_qos_params(what='image, depth and camera_info subscriptions'),
+    )
+    STREAMS = ('keypoints_3d', 'depth', 'camera_info', 'image')
 
-class RobotPoseFittingNode(Node):
     def __init__(self, **kwargs):
         super().__init__('robot_pose_fitting', **kwargs)
-        self.p = p = declare_params(self, PARAMS)
-        self.regressor = load_model(self, lambda path: JointRegressor(path, p.providers), p.joints_model,
-                                    'joint-angle model')
-        self.keypoint_names = tuple(k for k in p.keypoint_links if k) or (
-            self.regressor.keypoint_links if self.regressor else ())
+        self.regressor: JointRegressor | None = None
         self.kinematics = None
         self.depth_fitter: RobotDepthFitter | None = None
-        self.last_depth_pose: np.ndarray | None = None
-        self.depths: deque[Image] = deque(maxlen=10)
-        self.pending: KeypointArray | None = None
-        if self.keypoint_names:
-            self.robot = RobotModelSource(self, p.urdf_path, p.base_link, self.keypoint_names, self._on_robot)
-        else:
-            self.get_logger().error('no keypoint links: set keypoint_links or provide a joint model; not estimating')
-        self.camera_info = CameraInfoCache(self)
-        self.joint_history: deque[JointState] = deque(maxlen=100)
-        self.create_subscription(JointState, '/joint_states', lambda m: self.joint_history.append(m), 50)
-        self.create_subscription(KeypointArray, 'keypoints_3d', self._on_keypoints, 10)
+        self.diagnostics.add_check(self._health)
+
+    def configure(self) -> None:
+        p = self.p
+        if p.joints_model:
+            self.regressor = load_model(self, JointRegressor, p.joints_model, 'joint-angle model')
+        self.keypoint_names = tuple(k for k in p.keypoint_links if k) or (
+            self.regressor.keypoint_links if self.regressor else ())
+        if not self.keypoint_names:
+            raise ConfigureError('no keypoint links: set keypoint_links or joints_model')
+        self.kinematics = None
+        self.depth_fitter = None
+        self.robot = RobotModelSource(self, p.urdf_path, p.base_link, self.keypoint_names, self._on_robot)
+        if p.urdf_path and self.kinematics is None:
+            raise ConfigureError(f'no usable robot model in urdf_path {p.urdf_path} (see the log above)')
         self.pub_estimate = self.create_publisher(RobotCameraEstimate, 'estimate', 10)
         self.pub_joints = self.create_publisher(JointState, 'joint_states', 10)
         self.pub_markers = self.create_publisher(MarkerArray, 'markers', 10)
-        self.images: deque[Image] = deque(maxlen=10)
-        self.window: deque = deque(maxlen=max(1, p.static_camera_frames))
         if p.publish_debug_image:
             self.pub_debug = self.create_publisher(Image, 'debug_image', 2)
-            self.create_subscription(Image, 'image', lambda m: self.images.append(m), qos_from_name('sensor_data', 5))
-        self.latency_ms: list[float] = []
+
+    def activate(self) -> None:
+        p = self.p
+        self.last_depth_pose: np.ndarray | None = None
+        self.last_estimate_ns: int | None = None
+        self.depths: deque[Image] = deque(maxlen=10)
+        self.images: deque[Image] = deque(maxlen=10)
+        self.pending: KeypointArray | None = None
+        self.window: deque = deque(maxlen=max(1, p.static_camera_frames))
+        self.joint_history: deque[JointState] = deque(maxlen=100)
+        sensor_qos = qos_profile(p.qos_reliability, p.qos_depth)
+        self.camera_info = CameraInfoCache(self, qos=sensor_qos)
+        self.create_subscription(JointState, '/joint_states', self.joint_history.append, 50)
+        self.create_subscription(KeypointArray, 'keypoints_3d', self._on_keypoints, KEYPOINT_QUEUE)
+        if p.publish_debug_image:
+            self.create_subscription(Image, 'image', self.images.append, sensor_qos)
         if p.depth_alignment:
-            self.create_subscription(Image, 'depth', self._on_depth, qos_from_name('sensor_data', 5))
+            self.create_subscription(Image, 'depth', self._on_depth, sensor_qos)
+
+    def cleanup(self) -> None:
+        self.regressor = None
+        self.kinematics = None
+        self.depth_fitter = None
+
+    def on_parameter_change(self, name, value) -> None:
+        if name == 'static_camera_frames' and hasattr(self, 'window'):
+            self.window = deque(self.window, maxlen=max(1, int(value)))
+
+    def _health(self):
+        """WARN when no pose was estimated for 5 s while active (keypoints arriving or not)."""
+        if self.state != 'active':
+            return []
+        if self.kinematics is None:
+            return [(WARN, 'waiting for the robot model (/robot_description or urdf_path)')]
+        if self.last_estimate_ns is None:
+            return [(WARN, 'no pose estimated yet')]
+        age = (self.get_clock().now().nanoseconds - self.last_estimate_ns) / 1e9
+        if age > 5.0:
+            return [(WARN, f'no pose estimated for {age:.0f} s', {'last_estimate_age_s': f'{age:.1f}'})]
+        return [(OK, '', {'last_estimate_age_s': f'{age:.1f}'})]
 
     def _on_robot(self, robot: RobotModelSource) -> None:
         self.kinematics = kinematics = robot.kinematics
@@ -173,6 +211,7 @@ class RobotPoseFittingNode(Node):
             return
         camera = self.camera_info.get(msg.header.frame_id)
         if camera is None:
+            self.diagnostics.drop('no_camera_info')
             return
         started = time.perf_counter()
         inst = msg.instances[0]
@@ -215,11 +254,13 @@ class RobotPoseFittingNode(Node):
             estimate = refine_on_reprojection(estimate, px, camera, self.kinematics, confidences=score2d,
                                               refine_joints=measured is None,
                                               points_cam=pts if measured is None else None)
-        self.latency_ms.append((time.perf_counter() - started) * 1e3)
+        self.diagnostics.latency('fit', (time.perf_counter() - started) * 1e3)
         if not estimate.success:
+            self.diagnostics.drop('no_pose')
             self.get_logger().warning(f'no pose this frame: {estimate.message}', throttle_duration_sec=2.0)
             return
         self._publish(msg, estimate, names, px, aligned)
+        self.last_estimate_ns = self.get_clock().now().nanoseconds
 
     def _align_to_depth(self, msg, camera, joints, px, estimate):
         """The depth-aligned estimate and its alignment, or the keypoint estimate and None when there is no usable
@@ -258,6 +299,7 @@ class RobotPoseFittingNode(Node):
                                   depth_coverage=aligned.coverage if aligned is not None else 0.0)
         out.header.stamp, out.header.frame_id = stamp, self.p.base_link
         self.pub_estimate.publish(out)
+        self.diagnostics.output('estimate')
         self.pub_joints.publish(joint_state(self.kinematics.joint_names, estimate.joints, stamp))
         model_cam = estimate.keypoints_cam
         edges = chain_edges(len(names))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 from geometry_msgs.msg import Point, PoseStamped
 from kp_pose_msgs.msg import Keypoint2D, Keypoint3D, KeypointArray, KeypointInstance
-from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header, String
 
@@ -16,10 +15,11 @@ from kp_pose_ros.core.image_codec import metres_to_depth
 from kp_pose_ros.core.transforms import make_transform, quat_xyzw_to_matrix
 from kp_pose_ros.ros.images import array_to_image, camera_info_from_model
 from kp_pose_ros.ros.joint_states import joint_state
+from kp_pose_ros.ros.lifecycle_node import ConfigureError, PipelineNode
 from kp_pose_ros.ros.node_main import spin_node
-from kp_pose_ros.ros.params import Param, declare_params
+from kp_pose_ros.ros.params import Param
 from kp_pose_ros.ros.poses import pose_from_matrix
-from kp_pose_ros.ros.qos import LATCHED_QOS, QOS_CHOICES, qos_from_name
+from kp_pose_ros.ros.qos import LATCHED_QOS, qos_profile, sensor_qos_params
 from kp_pose_ros.ros.tf import StaticTfBroadcaster, transform_stamped
 from kp_pose_ros.sim.camera_presets import PRESET_NAMES, camera_from_fov, preset
 from kp_pose_ros.sim.scene import SceneConfig, SimScene
@@ -30,41 +30,44 @@ R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 # Offset of the colour imager from camera_link, as a D435's driver reports it (metres, body frame).
 COLOR_OFFSET_M = (0.0, 0.015, 0.0)
 
-PARAMS = (
-    Param('camera_model', 'realsense_d435', 'Intrinsics preset of the simulated colour camera, or "fov" to use '
-          'width/height/hfov_deg.', choices=PRESET_NAMES + ('fov',)),
-    Param('width', 640, 'Image width in pixels (camera_model "fov" only).', min_value=16, max_value=4096),
-    Param('height', 480, 'Image height in pixels (camera_model "fov" only).', min_value=16, max_value=4096),
-    Param('hfov_deg', 70.0, 'Horizontal field of view (camera_model "fov" only).', min_value=10.0, max_value=150.0),
-    Param('rate_hz', 10.0, 'Frame rate. Rendering takes ~80 ms at 640x480 on one core, which caps it.',
-          min_value=0.1, max_value=120.0),
-    Param('seed', 0, 'Seed of the scene: trajectory, camera placement, appearance. Same seed, same frames.'),
-    Param('trajectory', 'random', '"random": smooth motion through random waypoints within joint limits; '
-          '"static": hold static_joints.', choices=('random', 'static')),
-    Param('joint_speed', 0.4, 'Peak joint speed of the random trajectory (rad/s); use trajectory "static" for a '
-          'still arm.', min_value=0.01, max_value=3.0),
-    Param('static_joints', [0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8], 'Arm joint positions for trajectory "static" (rad).'),
-    Param('camera_placement', 'random', '"random": a pose drawn from the seed around the robot; "fixed": camera_pose.',
-          choices=('random', 'fixed')),
-    Param('camera_pose', [1.5, 0.0, 0.6, 0.0, 0.0, 0.0, 1.0],
-          'Pose of camera_link in the robot base frame, x y z qx qy qz qw (camera_placement "fixed").'),
-    Param('camera_reposition_period_s', 0.0, 'Draw a new random camera pose this often (0: the camera never moves).',
-          min_value=0.0, max_value=3600.0),
-    Param('num_distractors', 0, 'Distractor objects placed around the robot.', min_value=0, max_value=20),
-    Param('random_background', True, 'Random procedural floor and background textures.'),
-    Param('depth_noise_std_m', 0.002, 'Gaussian depth noise at 1 m, growing with the square of the distance like a '
-          'stereo camera\'s (0.002: about a RealSense D435\'s at 1 m).', min_value=0.0, max_value=0.05),
-    Param('camera_name', 'camera', 'Frame prefix: <name>_link, <name>_color_frame, <name>_color_optical_frame.'),
-    Param('base_frame', 'panda_link0', 'The robot base frame the ground truth is expressed in.'),
-    Param('publish_robot_state', True, 'Also publish /joint_states and /robot_description, as a real robot does.'),
-    Param('qos', 'reliable', 'QoS of the image topics (RealSense publishes reliable).', choices=QOS_CHOICES),
-)
 
+class SimCameraNode(PipelineNode):
+    PARAMS = (
+        Param('camera_model', 'realsense_d435', 'Intrinsics preset of the simulated colour camera, or "fov" to use '
+              'width/height/hfov_deg.', choices=PRESET_NAMES + ('fov',)),
+        Param('width', 640, 'Image width in pixels (camera_model "fov" only).', min_value=16, max_value=4096),
+        Param('height', 480, 'Image height in pixels (camera_model "fov" only).', min_value=16, max_value=4096),
+        Param('hfov_deg', 70.0, 'Horizontal field of view (camera_model "fov" only).', min_value=10.0, max_value=150.0),
+        Param('rate_hz', 10.0, 'Frame rate. Rendering takes ~80 ms at 640x480 on one core, which caps it.',
+              live=True, min_value=0.1, max_value=120.0),
+        Param('seed', 0, 'Seed of the scene: trajectory, camera placement, appearance. Same seed, same frames.'),
+        Param('trajectory', 'random', '"random": smooth motion through random waypoints within joint limits; '
+              '"static": hold static_joints.', choices=('random', 'static')),
+        Param('joint_speed', 0.4, 'Peak joint speed of the random trajectory (rad/s); use trajectory "static" for a '
+              'still arm.', min_value=0.01, max_value=3.0),
+        Param('static_joints', [0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8], 'Arm joint positions for trajectory "static" (rad).'),
+        Param('camera_placement', 'random', '"random": a pose drawn from the seed around the robot; "fixed": camera_pose.',
+              choices=('random', 'fixed')),
+        Param('camera_pose', [1.5, 0.0, 0.6, 0.0, 0.0, 0.0, 1.0],
+              'Pose of camera_link in the robot base frame, x y z qx qy qz qw (camera_placement "fixed").'),
+        Param('camera_reposition_period_s', 0.0, 'Draw a new random camera pose this often (0: the camera never moves).',
+              min_value=0.0, max_value=3600.0),
+        Param('num_distractors', 0, 'Distractor objects placed around the robot.', min_value=0, max_value=20),
+        Param('random_background', True, 'Random procedural floor and background textures.'),
+        Param('depth_noise_std_m', 0.002, 'Gaussian depth noise at 1 m, growing with the square of the distance like a '
+              'stereo camera\'s (0.002: about a RealSense D435\'s at 1 m).', min_value=0.0, max_value=0.05),
+        Param('camera_name', 'camera', 'Frame prefix: <name>_link, <name>_color_frame, <name>_color_optical_frame.'),
+        Param('base_frame', 'panda_link0', 'The robot base frame the ground truth is expressed in.'),
+        Param('publish_robot_state', True, 'Also publish /joint_states and /robot_description, as a real robot does.'),
+        *sensor_qos_params('reliable', 5, what='image and camera_info publishers (RealSense publishes reliable)'),
+    )
 
-class SimCameraNode(Node):
     def __init__(self, **kwargs):
         super().__init__('sim_camera', **kwargs)
-        self.p = p = declare_params(self, PARAMS)
+        self.scene: SimScene | None = None
+
+    def configure(self) -> None:
+        p = self.p
         camera = (camera_from_fov(p.width, p.height, p.hfov_deg) if p.camera_model == 'fov'
                   else preset(p.camera_model))
         self.scene = SimScene(SceneConfig(camera=camera, num_distractors=p.num_distractors,
@@ -75,16 +78,20 @@ class SimCameraNode(Node):
         self.trajectory = RandomWaypointTrajectory(self.scene.joint_limits, seed=p.seed, speed=p.joint_speed,
                                                    accept=lambda q: not self.scene.in_collision(q))
         self.frame_index = 0
+        self.scene_time_s = 0.0
         self.optical_frame = f'{p.camera_name}_color_optical_frame'
         self.link_frame = f'{p.camera_name}_link'
-        color_frame = f'{p.camera_name}_color_frame'
+        self.color_frame = f'{p.camera_name}_color_frame'
         # camera_link -> optical frame, fixed; the scene is placed by its optical frame.
         self.T_link_color = make_transform(np.eye(3), np.array(COLOR_OFFSET_M))
         self.T_color_optical = make_transform(R_BODY_OPTICAL, np.zeros(3))
         self.T_link_optical = self.T_link_color @ self.T_color_optical
-        self._place_camera()
+        try:
+            self._place_camera()
+        except ValueError as exc:
+            raise ConfigureError(str(exc)) from exc
 
-        qos = qos_from_name(p.qos)
+        qos = qos_profile(p.qos_reliability, p.qos_depth)
         self.pub_color = self.create_publisher(Image, '~/color/image_raw', qos)
         self.pub_color_info = self.create_publisher(CameraInfo, '~/color/camera_info', qos)
         self.pub_depth = self.create_publisher(Image, '~/aligned_depth_to_color/image_raw', qos)
@@ -96,16 +103,29 @@ class SimCameraNode(Node):
         if p.publish_robot_state:
             self.pub_joints = self.create_publisher(JointState, '/joint_states', 10)
             self.pub_description = self.create_publisher(String, '/robot_description', LATCHED_QOS)
-            self.pub_description.publish(String(data=self.scene.urdf_text))
+        self.static_tf = StaticTfBroadcaster(self)
 
-        StaticTfBroadcaster(self).send([
-            transform_stamped(self.link_frame, color_frame, self.T_link_color, self.get_clock().now().to_msg()),
-            transform_stamped(color_frame, self.optical_frame, self.T_color_optical, self.get_clock().now().to_msg()),
-        ])
+    def activate(self) -> None:
+        p = self.p
+        if p.publish_robot_state:
+            self.pub_description.publish(String(data=self.scene.urdf_text))
+        now = self.get_clock().now().to_msg()
+        self.static_tf.send([transform_stamped(self.link_frame, self.color_frame, self.T_link_color, now),
+                             transform_stamped(self.color_frame, self.optical_frame, self.T_color_optical, now)])
         self.timer = self.create_timer(1.0 / p.rate_hz, self._tick)
         self.get_logger().info(
-            f'sim camera {p.camera_model} {camera.width}x{camera.height} (HFOV {camera.hfov_deg:.1f} deg) at '
-            f'{p.rate_hz:g} Hz, seed {p.seed}; topics under {self.get_namespace().rstrip("/")}/{self.get_name()}/')
+            f'sim camera {p.camera_model} {self.camera.width}x{self.camera.height} (HFOV '
+            f'{self.camera.hfov_deg:.1f} deg) at {p.rate_hz:g} Hz, seed {p.seed}; topics under '
+            f'{self.get_namespace().rstrip("/")}/{self.get_name()}/')
+
+    def cleanup(self) -> None:
+        if self.scene is not None:
+            self.scene.close()
+            self.scene = None
+
+    def on_parameter_change(self, name, value) -> None:
+        if name == 'rate_hz' and self.state == 'active':
+            self.timer.timer_period_ns = int(1e9 / float(value))
 
     def _place_camera(self) -> None:
         if self.p.camera_placement == 'fixed':
@@ -118,16 +138,20 @@ class SimCameraNode(Node):
             self.scene.randomize_camera()
 
     def _tick(self) -> None:
-        t = self.frame_index / self.p.rate_hz
+        # Scene time advances one frame period per frame (not with the wall clock), so a run is deterministic and a
+        # live change of rate_hz changes the pace, not the arm's position.
+        t, step = self.scene_time_s, 1.0 / self.p.rate_hz
         period = self.p.camera_reposition_period_s
         if self.p.camera_placement == 'random' and period > 0 and self.frame_index > 0 \
-                and int(t / period) != int((t - 1.0 / self.p.rate_hz) / period):
+                and int(t / period) != int((t - step) / period):
             self.scene.randomize_camera()
         q = self.trajectory.at(t) if self.p.trajectory == 'random' else np.asarray(self.p.static_joints, float)
         self.scene.set_joint_positions(q)
         frame = self.scene.render()
         self.frame_index += 1
+        self.scene_time_s += step
         self.publish_frame(frame, self.get_clock().now().to_msg())
+        self.diagnostics.output('color/image_raw')
 
     def publish_frame(self, frame, stamp) -> None:
         header = Header(stamp=stamp, frame_id=self.optical_frame)
@@ -162,10 +186,6 @@ class SimCameraNode(Node):
             inst.keypoints_3d.append(Keypoint3D(name=name, score=1.0,
                                                 position=Point(x=float(pc[0]), y=float(pc[1]), z=float(pc[2]))))
         return KeypointArray(header=header, instances=[inst])
-
-    def destroy_node(self):
-        self.scene.close()
-        return super().destroy_node()
 
 
 def main(args=None):

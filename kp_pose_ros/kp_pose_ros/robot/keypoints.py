@@ -13,13 +13,14 @@ import numpy as np
 
 from kp_pose_ros.core.heatmaps import decode_heatmaps, heatmap_to_input
 from kp_pose_ros.core.letterbox import Letterbox
-from kp_pose_ros.core.onnx_model import ModelLoadError, OnnxModel, load_manifest, manifest_value
+from kp_pose_ros.core.onnx_model import ModelLoadError, OnnxModel, OnnxWrapper, load_manifest, manifest_value
 
 
-class RobotKeypointDetector:
+class RobotKeypointDetector(OnnxWrapper):
     """`detect(rgb)` -> (pixels (N, 2) in the given image, confidence (N,)), N = len(keypoint_names)."""
 
-    def __init__(self, model_path: str | Path, providers: str = 'auto', threads: int = 0):
+    def __init__(self, model_path: str | Path, providers: str = 'auto', threads: int = 0,
+                 trt_cache_dir: str | Path = '', trt_fp16: bool = False):
         model_path = Path(model_path)
         manifest = load_manifest(model_path)
         self.manifest = manifest
@@ -40,7 +41,8 @@ class RobotKeypointDetector:
         if channels != 3 or self._mean.shape != (3,) or self._std.shape != (3,) or np.any(self._std <= 0):
             raise ModelLoadError(f'model manifest {model_path.with_suffix(".yaml")}: expected a 3-channel input with '
                                  f'3 means and 3 positive stds, got shape {[batch, channels, height, width]}')
-        self.model = OnnxModel(model_path, providers=providers, threads=threads)
+        self.model = OnnxModel(model_path, providers=providers, threads=threads, trt_cache_dir=trt_cache_dir,
+                               trt_fp16=trt_fp16)
         if self.input_name not in self.model.input_names or self.output_name not in self.model.output_names:
             raise ModelLoadError(f'{model_path.name} has inputs {self.model.input_names} and outputs '
                                  f'{self.model.output_names}; its manifest names {self.input_name!r} and '

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
-from kp_pose_ros.core.onnx_model import ModelLoadError, OnnxModel, load_manifest, manifest_value
+from kp_pose_ros.core.onnx_model import ModelLoadError, OnnxModel, OnnxWrapper, load_manifest, manifest_value
 from kp_pose_ros.robot.diffusion import VPSDE, ddim_sample
 
 MIN_VALID_KEYPOINTS = 3
@@ -42,10 +42,11 @@ def _manifest_vector(manifest: dict, path: str, model_path: Path, length: int) -
     return vector
 
 
-class _KeypointLifter:
+class _KeypointLifter(OnnxWrapper):
     """Manifest, session and condition building shared by the diffusion and regression lifters."""
 
-    def __init__(self, model_path: str | Path, providers: str, threads: int) -> None:
+    def __init__(self, model_path: str | Path, providers: str, threads: int, trt_cache_dir: str | Path = '',
+                 trt_fp16: bool = False) -> None:
         self.model_path = Path(model_path)
         manifest = load_manifest(self.model_path)
         self.keypoint_links: tuple[str, ...] = tuple(manifest_value(manifest, 'robot.keypoint_links', model_path))
@@ -63,7 +64,7 @@ class _KeypointLifter:
         self._pixel_scale = (float(manifest_value(manifest, 'condition.pixel_scale', model_path))
                              if self.condition_space == 'pixels' else 1.0)
         self.manifest = manifest
-        self.model = OnnxModel(self.model_path, providers, threads)
+        self.model = OnnxModel(self.model_path, providers, threads, trt_cache_dir=trt_cache_dir, trt_fp16=trt_fp16)
         for tensor in self.model.session.get_inputs() + self.model.session.get_outputs():
             if tensor.name != 't' and tensor.shape[-1] != 3 * n:
                 raise ModelLoadError(f'{self.model_path.name}: {tensor.name} has shape {tensor.shape}, but the '
@@ -105,8 +106,8 @@ class DiffusionLifter(_KeypointLifter):
 
     def __init__(self, model_path: str | Path, providers: str = 'auto', num_candidates: int | None = None,
                  steps: int | None = None, online_t_start: float | None = None, online_steps: int | None = None,
-                 seed: int = 0, threads: int = 1) -> None:
-        super().__init__(model_path, providers, threads)
+                 seed: int = 0, threads: int = 1, trt_cache_dir: str | Path = '', trt_fp16: bool = False) -> None:
+        super().__init__(model_path, providers, threads, trt_cache_dir, trt_fp16)
         sde = manifest_value(self.manifest, 'sde', model_path)
         sampler = manifest_value(self.manifest, 'sampler', model_path)
         try:
@@ -151,8 +152,9 @@ class DiffusionLifter(_KeypointLifter):
 class RegressionLifter(_KeypointLifter):
     """Direct regression 2D -> 3D (Martinez et al. 2017), the baseline of RoboKeyGen's Table III."""
 
-    def __init__(self, model_path: str | Path, providers: str = 'auto', threads: int = 1) -> None:
-        super().__init__(model_path, providers, threads)
+    def __init__(self, model_path: str | Path, providers: str = 'auto', threads: int = 1,
+                 trt_cache_dir: str | Path = '', trt_fp16: bool = False) -> None:
+        super().__init__(model_path, providers, threads, trt_cache_dir, trt_fp16)
 
     def lift(self, keypoints_2d: ArrayLike, valid: ArrayLike, previous: ArrayLike | None = None) -> LiftResult:
         """Same contract as DiffusionLifter.lift; ``previous`` is accepted for interchangeability and unused."""
@@ -161,7 +163,7 @@ class RegressionLifter(_KeypointLifter):
         return LiftResult(points, np.zeros(self.num_keypoints), observed)
 
 
-class JointRegressor:
+class JointRegressor(OnnxWrapper):
     """Joint angles from 3D keypoints (RoboKeyGen §III-C). The network sees only rigid-motion invariant features
     of the skeleton, so the camera pose does not matter. What keypoints cannot reveal comes out by convention: for
     the Panda, panda_joint1 (indistinguishable from the base's yaw) and panda_joint7 (turns the hand about the axis
@@ -170,7 +172,8 @@ class JointRegressor:
     the result match the keypoints up to a rigid motion, which pose fitting then finds. The manifest lists the
     per-joint errors."""
 
-    def __init__(self, model_path: str | Path, providers: str = 'auto', threads: int = 1) -> None:
+    def __init__(self, model_path: str | Path, providers: str = 'auto', threads: int = 1,
+                 trt_cache_dir: str | Path = '', trt_fp16: bool = False) -> None:
         self.model_path = Path(model_path)
         manifest = load_manifest(self.model_path)
         self.keypoint_links: tuple[str, ...] = tuple(manifest_value(manifest, 'robot.keypoint_links', model_path))
@@ -179,7 +182,7 @@ class JointRegressor:
         self.lower = _manifest_vector(manifest, 'robot.lower', model_path, j)
         self.upper = _manifest_vector(manifest, 'robot.upper', model_path, j)
         self.manifest = manifest
-        self.model = OnnxModel(self.model_path, providers, threads)
+        self.model = OnnxModel(self.model_path, providers, threads, trt_cache_dir=trt_cache_dir, trt_fp16=trt_fp16)
         out = self.model.session.get_outputs()[0].shape[-1]
         if out != 2 * j:
             raise ModelLoadError(f'{self.model_path.name}: output has {out} values, the manifest names {j} joints '
