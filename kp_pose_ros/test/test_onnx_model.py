@@ -99,10 +99,12 @@ def test_missing_gpu_libraries_are_named(monkeypatch):
     monkeypatch.setattr(ort, 'get_available_providers', lambda: [TENSORRT, CUDA, CPU])
     monkeypatch.setattr(onnx_model.ctypes, 'CDLL', _no_library)
     providers, notes = plan_providers('tensorrt')
-    assert providers == [CPU]
     assert notes[0].startswith('TensorRT: skipped: TensorRT libraries not loadable') and 'libnvinfer' in notes[0]
     if Path(ort.__file__).parent.joinpath('capi', 'libonnxruntime_providers_cuda.so').is_file():
+        assert providers == [CPU]
         assert notes[1].startswith('CUDA: skipped: CUDA libraries not loadable: ') and 'libcublas' in notes[1]
+    else:  # the CPU onnxruntime (the Jazzy stack's) has no CUDA provider library to probe: CUDA stays planned
+        assert providers == [CUDA, CPU] and len(notes) == 1
 
 
 def _no_library(name, *args, **kwargs):
