@@ -143,7 +143,6 @@ def test_replay_delivers_images_camera_info_and_static_tf_intact(ros_node, playb
 def test_robot_keypoints_node_keypoints_carry_the_bag_stamps(ros_node, playback, bag):
     """The suite's real keypoint node fed by the replay: one KeypointArray per colour frame, stamped as the bag."""
     from kp_pose_msgs.msg import KeypointArray
-
     from kp_pose_ros.graphs.runner import GraphRun
     from kp_pose_ros.graphs.spec import NodeSpec
 

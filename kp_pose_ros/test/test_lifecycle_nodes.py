@@ -47,8 +47,9 @@ def _set(node, executor, name, value, node_name=NODE):
 
 
 def _image(node, rgb):
-    from kp_pose_ros.ros.images import array_to_image
     from std_msgs.msg import Header
+
+    from kp_pose_ros.ros.images import array_to_image
     return array_to_image(rgb, 'rgb8', Header(stamp=node.get_clock().now().to_msg(), frame_id='cam'))
 
 
@@ -64,8 +65,9 @@ def _status_of(node_name, arrays):
 def _running_keypoints(node, executor):
     """The keypoints node with the committed model, active beside `node`; yields it, its outputs and an image
     publisher it is subscribed to."""
-    from kp_pose_msgs.msg import KeypointArray
     from sensor_msgs.msg import Image
+
+    from kp_pose_msgs.msg import KeypointArray
 
     out = []
     sub = node.create_subscription(KeypointArray, '/robot_calib/keypoints_2d', out.append, 10)
@@ -87,10 +89,10 @@ def test_missing_then_fixed_model_through_lifecycle_services(ros_node, tmp_path)
     /diagnostics; once the file exists, configure and activate through the services bring it to work; deactivate
     stops it; cleanup frees the model."""
     from diagnostic_msgs.msg import DiagnosticArray
-    from kp_pose_msgs.msg import KeypointArray
     from lifecycle_msgs.msg import Transition
     from sensor_msgs.msg import Image
 
+    from kp_pose_msgs.msg import KeypointArray
     from kp_pose_ros.ros.diagnostics import ERROR, level_of
 
     node, executor = ros_node

@@ -15,8 +15,8 @@ def _spec(namespace, calibration_dir):
 
 
 def test_graph_processes_bring_a_graph_up_and_down(ros_node, tmp_path):
-    from rcl_interfaces.srv import GetParameters
     from conftest import call_service
+    from rcl_interfaces.srv import GetParameters
 
     from kp_pose_ros.graphs.processes import GraphProcesses, node_command, process_cpu_s, write_params_file
 

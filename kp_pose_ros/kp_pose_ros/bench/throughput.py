@@ -101,7 +101,7 @@ def write_bag(path: str | Path, frames: int, seed: int = BAG_SEED, rate_hz: floa
     """Render `frames` frames of the synthetic scene into a new MCAP bag at `path` (written to a sibling folder and
     renamed, so a half-written bag is never taken for a cached one). Returns the render parameters."""
     from rclpy.serialization import serialize_message
-    from sensor_msgs.msg import CameraInfo, Image, JointState
+    from rosbags.rosbag2 import Writer
     from std_msgs.msg import Header, String
     from tf2_msgs.msg import TFMessage
 
@@ -117,7 +117,6 @@ def write_bag(path: str | Path, frames: int, seed: int = BAG_SEED, rate_hz: floa
     from kp_pose_ros.sim.camera_presets import preset
     from kp_pose_ros.sim.scene import SceneConfig, SimScene
     from kp_pose_ros.sim.trajectory import RandomWaypointTrajectory
-    from rosbags.rosbag2 import Writer
 
     path = Path(path)
     params = bag_params(frames, seed, rate_hz)
@@ -322,9 +321,9 @@ def measure(bag: str | Path, *, log_dir: str | Path | None = None, start_timeout
     """Start the graph as separate processes, replay `bag` once into it, measure (see the module docstring)."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from kp_pose_msgs.msg import RobotCameraEstimate
     from rclpy.executors import SingleThreadedExecutor
 
+    from kp_pose_msgs.msg import RobotCameraEstimate
     from kp_pose_ros.graphs.processes import GraphProcesses, full_name, process_cpu_s
     from kp_pose_ros.graphs.registry import get_graph
     from kp_pose_ros.ros.bags import BagPlayer
