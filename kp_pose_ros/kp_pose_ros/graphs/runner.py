@@ -32,7 +32,8 @@ def create_node(spec: NodeSpec, context):
     for src, dst in spec.remappings:
         cli += ['-r', f'{src}:={dst}']
     overrides = [Parameter(k, value=v) for k, v in spec.parameters.items()]
-    node = load_class(spec.node_class)(context=context, cli_args=cli, parameter_overrides=overrides, use_global_arguments=False)
+    node = load_class(spec.node_class)(context=context, cli_args=cli, parameter_overrides=overrides,
+                                       use_global_arguments=False)
     unknown = [k for k in spec.parameters if not node.has_parameter(k)]
     if unknown:
         node.destroy_node()

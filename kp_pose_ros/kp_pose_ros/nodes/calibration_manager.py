@@ -15,13 +15,18 @@ import os
 
 import numpy as np
 from geometry_msgs.msg import TransformStamped
+
 from kp_pose_msgs.msg import RobotCameraEstimate
 from kp_pose_msgs.srv import CaptureSample, ComputeCalibration, LoadCalibration, ResetCalibration, SaveCalibration
-
-from kp_pose_ros.robot.calibration import (CalibrationError, CalibrationSample, CalibrationWindow, aggregate,
-                                          compose_root)
-from kp_pose_ros.robot.calibration_store import CalibrationFileError, load_calibration, save_calibration
 from kp_pose_ros.core.transform_tree import TransformTree
+from kp_pose_ros.robot.calibration import (
+    CalibrationError,
+    CalibrationSample,
+    CalibrationWindow,
+    aggregate,
+    compose_root,
+)
+from kp_pose_ros.robot.calibration_store import CalibrationFileError, load_calibration, save_calibration
 from kp_pose_ros.ros.diagnostics import OK, WARN
 from kp_pose_ros.ros.lifecycle_node import ConfigureError, PipelineNode
 from kp_pose_ros.ros.node_main import spin_node
@@ -30,7 +35,6 @@ from kp_pose_ros.ros.poses import matrix_from_pose
 from kp_pose_ros.ros.qos import LATCHED_QOS
 from kp_pose_ros.ros.stamps import stamp_to_ns
 from kp_pose_ros.ros.tf import StaticTfBroadcaster, TfBroadcaster, TfListener, transform_from_msg, transform_stamped
-
 
 
 class CalibrationManagerNode(PipelineNode):
@@ -166,7 +170,8 @@ class CalibrationManagerNode(PipelineNode):
 
     def _too_spread(self, result) -> str:
         """Why `result` must not be published ('' when it may)."""
-        if result.translation_std_m > self.p.max_translation_std_m or result.rotation_std_deg > self.p.max_rotation_std_deg:
+        if result.translation_std_m > self.p.max_translation_std_m \
+                or result.rotation_std_deg > self.p.max_rotation_std_deg:
             return (f'estimates disagree too much: spread {result.translation_std_m * 100:.1f} cm, '
                     f'{result.rotation_std_deg:.1f} deg (limits {self.p.max_translation_std_m * 100:g} cm, '
                     f'{self.p.max_rotation_std_deg:g} deg); move the robot through more poses or check the camera')
@@ -275,7 +280,8 @@ class CalibrationManagerNode(PipelineNode):
                                 self.get_clock().now().to_msg())
         self.fixed_result = None
         self._set_fixed(msg)
-        text = f'publishing calibration {stored.name} ({stored.parent_frame} -> {stored.child_frame}) from {stored.path}'
+        text = (f'publishing calibration {stored.name} ({stored.parent_frame} -> {stored.child_frame}) from '
+                f'{stored.path}')
         self.get_logger().info(text)
         return True, text
 

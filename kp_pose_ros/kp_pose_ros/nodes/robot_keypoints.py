@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-from kp_pose_msgs.msg import KeypointArray, KeypointInstance
 from sensor_msgs.msg import Image
 
+from kp_pose_msgs.msg import KeypointArray, KeypointInstance
 from kp_pose_ros.core.image_codec import ImageEncodingError
 from kp_pose_ros.robot.keypoints import RobotKeypointDetector
 from kp_pose_ros.ros.images import rgb8_from_msg

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-from kp_pose_msgs.msg import KeypointArray, KeypointInstance
 
+from kp_pose_msgs.msg import KeypointArray, KeypointInstance
 from kp_pose_ros.robot.lifting import DiffusionLifter
 from kp_pose_ros.ros.camera_info import CameraInfoCache
 from kp_pose_ros.ros.keypoint_msgs import instance_2d, keypoints_3d

@@ -8,25 +8,31 @@ import time
 from collections import deque
 
 import numpy as np
-from kp_pose_msgs.msg import KeypointArray, RobotCameraEstimate
 from sensor_msgs.msg import Image, JointState
 from visualization_msgs.msg import MarkerArray
 
+from kp_pose_msgs.msg import KeypointArray, RobotCameraEstimate
 from kp_pose_ros.core.draw import chain_edges, draw_skeleton
 from kp_pose_ros.core.image_codec import ImageEncodingError
-from kp_pose_ros.robot.lifting import JointRegressor
 from kp_pose_ros.robot.depth_fit import RobotDepthFitter
-from kp_pose_ros.robot.pose import (estimate_at_pose, fit_known_joints, fit_known_joints_window,
-                                         fit_unknown_joints, refine_on_reprojection, window_entry)
+from kp_pose_ros.robot.lifting import JointRegressor
+from kp_pose_ros.robot.pose import (
+    estimate_at_pose,
+    fit_known_joints,
+    fit_known_joints_window,
+    fit_unknown_joints,
+    refine_on_reprojection,
+    window_entry,
+)
 from kp_pose_ros.robot.surface import GEOMETRY_KINDS, sample_robot_surface
 from kp_pose_ros.robot.urdf import URDFError
 from kp_pose_ros.ros.camera_info import CameraInfoCache
+from kp_pose_ros.ros.diagnostics import OK, WARN
 from kp_pose_ros.ros.images import array_to_image, depth_m_from_msg, rgb8_from_msg
 from kp_pose_ros.ros.joint_states import joint_positions, joint_state
 from kp_pose_ros.ros.keypoint_msgs import instance_2d, instance_3d
-from kp_pose_ros.ros.markers import keypoint_markers, marker_array, skeleton_marker
-from kp_pose_ros.ros.diagnostics import OK, WARN
 from kp_pose_ros.ros.lifecycle_node import ConfigureError, PipelineNode
+from kp_pose_ros.ros.markers import keypoint_markers, marker_array, skeleton_marker
 from kp_pose_ros.ros.models import inference_params, load_model
 from kp_pose_ros.ros.node_main import spin_node
 from kp_pose_ros.ros.params import Param

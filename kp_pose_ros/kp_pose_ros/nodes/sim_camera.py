@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 from geometry_msgs.msg import Point, PoseStamped
-from kp_pose_msgs.msg import Keypoint2D, Keypoint3D, KeypointArray, KeypointInstance
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header, String
 
+from kp_pose_msgs.msg import Keypoint2D, Keypoint3D, KeypointArray, KeypointInstance
 from kp_pose_ros.core.image_codec import metres_to_depth
 from kp_pose_ros.core.transforms import make_transform, quat_xyzw_to_matrix
 from kp_pose_ros.ros.images import array_to_image, camera_info_from_model
@@ -45,12 +45,15 @@ class SimCameraNode(PipelineNode):
               '"static": hold static_joints.', choices=('random', 'static')),
         Param('joint_speed', 0.4, 'Peak joint speed of the random trajectory (rad/s); use trajectory "static" for a '
               'still arm.', min_value=0.01, max_value=3.0),
-        Param('static_joints', [0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8], 'Arm joint positions for trajectory "static" (rad).'),
-        Param('camera_placement', 'random', '"random": a pose drawn from the seed around the robot; "fixed": camera_pose.',
+        Param('static_joints', [0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.8],
+              'Arm joint positions for trajectory "static" (rad).'),
+        Param('camera_placement', 'random',
+              '"random": a pose drawn from the seed around the robot; "fixed": camera_pose.',
               choices=('random', 'fixed')),
         Param('camera_pose', [1.5, 0.0, 0.6, 0.0, 0.0, 0.0, 1.0],
               'Pose of camera_link in the robot base frame, x y z qx qy qz qw (camera_placement "fixed").'),
-        Param('camera_reposition_period_s', 0.0, 'Draw a new random camera pose this often (0: the camera never moves).',
+        Param('camera_reposition_period_s', 0.0,
+              'Draw a new random camera pose this often (0: the camera never moves).',
               min_value=0.0, max_value=3600.0),
         Param('num_distractors', 0, 'Distractor objects placed around the robot.', min_value=0, max_value=20),
         Param('random_background', True, 'Random procedural floor and background textures.'),
