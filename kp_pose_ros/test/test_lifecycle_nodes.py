@@ -206,7 +206,7 @@ def test_exception_in_a_callback_is_counted_and_never_ends_the_executor(ros_node
             pub.publish(_image(node, np.zeros((240, 320, 3), np.uint8)))
             spin_until(executor, lambda: False, 0.2)
         status = {kv.key: kv.value for kv in keypoints.diagnostics.status().values}
-        assert status['errors.callback on image'] == '3' and 'injected failure' in status['errors.last']
+        assert status['errors.keypoint detection'] == '3' and 'injected failure' in status['errors.last']
         keypoints.detector.detect = detect
         pub.publish(_image(node, np.zeros((240, 320, 3), np.uint8)))
         assert spin_until(executor, lambda: len(out) == 1, 10.0), 'the node stopped working after the exception'

@@ -39,6 +39,8 @@ class RobotKeypointsNode(PipelineNode):
 
     def activate(self) -> None:
         self.create_subscription(Image, 'image', self._on_image, qos_profile(self.p.qos_reliability, self.p.qos_depth))
+        # Inference runs off the executor on the newest image (core/latest_worker.py).
+        self.worker = self.create_worker(self._detect, 'keypoint detection')
 
     def cleanup(self) -> None:
         self.detector = None
@@ -57,6 +59,11 @@ class RobotKeypointsNode(PipelineNode):
             self.get_logger().error(f'cannot use image on {self.resolve_topic_name("image")}: {exc}',
                                     throttle_duration_sec=5.0)
             return
+        if self.worker.submit((msg, rgb)):
+            self.diagnostics.drop('busy')
+
+    def _detect(self, item) -> None:
+        msg, rgb = item
         with self.diagnostics.timed('detect'):
             pixels, confidence = self.detector.detect(rgb)
         inst = KeypointInstance(class_id=self.p.class_id, instance_id=0, score=float(np.mean(confidence)))

@@ -49,6 +49,8 @@ class RobotLifterNode(PipelineNode):
         self.previous = None
         self.camera_info = CameraInfoCache(self, qos=qos_profile(self.p.qos_reliability, self.p.qos_depth))
         self.create_subscription(KeypointArray, 'keypoints_2d', self._on_keypoints, KEYPOINT_QUEUE)
+        # Sampling runs off the executor on the newest keypoints (core/latest_worker.py).
+        self.worker = self.create_worker(self._lift, 'lifting')
 
     def cleanup(self) -> None:
         self.lifter = None
@@ -64,6 +66,11 @@ class RobotLifterNode(PipelineNode):
         if camera is None:
             self.diagnostics.drop('no_camera_info')
             return
+        if self.worker.submit((msg, camera)):
+            self.diagnostics.drop('busy')
+
+    def _lift(self, item) -> None:
+        msg, camera = item
         inst = msg.instances[0]
         names = self.lifter.keypoint_links
         px, score = instance_2d(inst, names)

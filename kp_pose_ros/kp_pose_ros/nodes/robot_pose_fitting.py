@@ -125,6 +125,8 @@ class RobotPoseFittingNode(PipelineNode):
             self.create_subscription(Image, 'image', self.images.append, sensor_qos)
         if p.depth_alignment:
             self.create_subscription(Image, 'depth', self._on_depth, sensor_qos)
+        # The fit (tens of ms) runs off the executor, so joint states and depth images are taken as they arrive.
+        self.worker = self.create_worker(self._estimate, 'pose fitting')
 
     def cleanup(self) -> None:
         self.regressor = None
@@ -177,7 +179,8 @@ class RobotPoseFittingNode(PipelineNode):
     def _measured_joints(self, stamp_ns: int) -> np.ndarray | None:
         if self.p.joints_mode == 'unknown' or not self.joint_history:
             return None
-        nearest = min(self.joint_history, key=lambda m: abs(stamp_to_ns(m.header.stamp) - stamp_ns))
+        # list(): a snapshot (taken atomically) while the executor thread appends.
+        nearest = min(list(self.joint_history), key=lambda m: abs(stamp_to_ns(m.header.stamp) - stamp_ns))
         if abs(stamp_to_ns(nearest.header.stamp) - stamp_ns) > self.p.joint_states_max_age_s * 1e9:
             return None
         try:
@@ -191,11 +194,11 @@ class RobotPoseFittingNode(PipelineNode):
         pending = self.pending
         if pending is not None and self._depth_for(pending) is not None:
             self.pending = None
-            self._estimate(pending)
+            self._submit(pending)
 
     def _depth_for(self, msg) -> Image | None:
         stamp = stamp_to_ns(msg.header.stamp)
-        nearest = min(self.depths, key=lambda m: abs(stamp_to_ns(m.header.stamp) - stamp), default=None)
+        nearest = min(list(self.depths), key=lambda m: abs(stamp_to_ns(m.header.stamp) - stamp), default=None)
         if nearest is None or abs(stamp_to_ns(nearest.header.stamp) - stamp) > self.p.depth_max_offset_s * 1e9:
             return None
         return nearest
@@ -208,9 +211,13 @@ class RobotPoseFittingNode(PipelineNode):
                 and stamp_to_ns(self.depths[-1].header.stamp) < stamp_to_ns(msg.header.stamp):
             previous, self.pending = self.pending, msg
             if previous is not None:
-                self._estimate(previous)
+                self._submit(previous)
             return
-        self._estimate(msg)
+        self._submit(msg)
+
+    def _submit(self, msg: KeypointArray) -> None:
+        if self.worker.submit(msg):
+            self.diagnostics.drop('busy')
 
     def _estimate(self, msg: KeypointArray) -> None:
         if self.kinematics is None or not msg.instances:
@@ -273,6 +280,7 @@ class RobotPoseFittingNode(PipelineNode):
         depth image or the alignment fails (logged)."""
         depth_msg = self._depth_for(msg)
         if depth_msg is None:
+            self.diagnostics.drop('no_depth')
             self.get_logger().warning('no depth image within depth_max_offset_s of the colour image; keypoints only',
                                       throttle_duration_sec=5.0)
             return estimate, None
@@ -281,9 +289,11 @@ class RobotPoseFittingNode(PipelineNode):
             aligned = self.depth_fitter.fit(depth, camera, joints, px, candidates=(
                 self.last_depth_pose, estimate.T_cam_base if estimate.success else None))
         except (ImageEncodingError, ValueError) as exc:
+            self.diagnostics.drop('bad_depth')
             self.get_logger().error(f'depth image unusable: {exc}', throttle_duration_sec=5.0)
             return estimate, None
         if not aligned.success:
+            self.diagnostics.drop('depth_alignment_failed')
             self.get_logger().warning(f'depth alignment failed: {aligned.message}; keypoints only',
                                       throttle_duration_sec=2.0)
             return estimate, None
@@ -317,7 +327,7 @@ class RobotPoseFittingNode(PipelineNode):
             self._publish_debug(msg, estimate, px, edges)
 
     def _publish_debug(self, msg, estimate, px, edges) -> None:
-        image = next((m for m in self.images if m.header.stamp == msg.header.stamp), None)
+        image = next((m for m in list(self.images) if m.header.stamp == msg.header.stamp), None)
         if image is None:
             return
         try:

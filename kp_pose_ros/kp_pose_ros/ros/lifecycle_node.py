@@ -10,6 +10,8 @@
   subclasses never track them; every subscription, timer and service callback is wrapped at the node boundary: an
   exception is logged with its location (throttled), counted in /diagnostics, and never reaches the executor.
 - Arrivals on the topics named in `STREAMS` count as inputs in /diagnostics (rates, staleness).
+- `create_worker()` moves a heavy per-frame step off the executor (core/latest_worker.py), so cheap inputs such as
+  joint states and depth images are taken as they arrive.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any, Callable
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
+from kp_pose_ros.core.latest_worker import LatestWorker
 from kp_pose_ros.ros.diagnostics import ERROR, NodeDiagnostics
 from kp_pose_ros.ros.params import Param, ParamGuard, declare_params
 
@@ -205,6 +208,10 @@ class PipelineNode(LifecycleNode):
 
     def create_client(self, srv_type, srv_name, **kwargs):
         return self._record(self.destroy_client, super().create_client(srv_type, srv_name, **kwargs))
+
+    def create_worker(self, fn: Callable[[Any], None], what: str) -> LatestWorker:
+        """A LatestWorker running `fn` guarded like a callback, stopped by the transition that undoes its phase."""
+        return self._record(LatestWorker.stop, LatestWorker(self._guard(fn, what), name=f'{self.get_name()} {what}'))
 
 
 def bring_up(node: PipelineNode) -> bool:

@@ -1,0 +1,61 @@
+"""Heavy per-frame work on one background thread, always on the newest input.
+
+ROS executors take one message per subscription per wait cycle. A node whose frame callback takes longer than a
+frame period therefore falls behind on its cheap inputs too (joint states, depth images): their queues fill with
+old messages, and pairing a frame with the joint state or depth image of its own stamp fails. Running the heavy
+step here keeps every subscription callback short; while the worker is busy, a newer submission replaces the one
+waiting (real-time: the newest frame wins)."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+
+class LatestWorker:
+    def __init__(self, fn: Callable[[Any], None], name: str = 'latest-worker') -> None:
+        self._fn = fn
+        self._cond = threading.Condition()
+        self._pending: tuple[Any] | None = None
+        self._busy = False
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, item: Any) -> bool:
+        """Queue `item` for the worker; True when it replaced an item still waiting (that one is dropped)."""
+        with self._cond:
+            if self._stopping:
+                return True
+            replaced = self._pending is not None
+            self._pending = (item,)
+            self._cond.notify()
+        return replaced
+
+    def idle(self) -> bool:
+        """Nothing waiting and nothing running."""
+        with self._cond:
+            return self._pending is None and not self._busy
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Finish the item in progress, drop any waiting one, end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._pending = None
+            self._cond.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                (item,), self._pending = self._pending, None
+                self._busy = True
+            try:
+                self._fn(item)  # the caller passes a function that handles its own exceptions
+            finally:
+                with self._cond:
+                    self._busy = False
