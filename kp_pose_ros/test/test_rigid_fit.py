@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from kp_pose_ros.core.rigid_fit import DegenerateGeometryError, pnp_ransac, robust_rigid_fit, umeyama
+from kp_pose_ros.core.rigid_fit import DegenerateGeometryError, p3p_hypotheses, pnp_ransac, robust_rigid_fit, umeyama
 from kp_pose_ros.core.transforms import make_transform, rotation_error_deg, transform_points, translation_error
 
 K = np.array([[615.0, 0.0, 320.0], [0.0, 615.0, 240.0], [0.0, 0.0, 1.0]])
@@ -239,3 +239,13 @@ def test_pnp_bad_arguments_raise(kwargs, message):
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message):
         pnp_ransac(**arguments)
+
+
+def test_p3p_hypotheses_skip_the_nan_poses_of_degenerate_subsets():
+    """OpenCV's P3P returns NaN poses for some degenerate triples (here three collinear model points); they are
+    skipped instead of failing the whole hypothesis set (seen in robot_calib under load)."""
+    K = np.array([[600.0, 0, 320], [0, 600, 240], [0, 0, 1]])
+    obj = np.array([[-0.58, -0.07, -0.06], [-0.31, 0.18, -0.06], [-0.445, 0.055, -0.06]])
+    img = np.array([[124.0, 337.0], [335.0, 57.0], [628.0, 366.0]])
+    poses = p3p_hypotheses(obj, img, K)
+    assert np.all(np.isfinite(poses))

@@ -326,5 +326,6 @@ def p3p_hypotheses(object_points: ArrayLike, image_points: ArrayLike, K: ArrayLi
             except cv2.error:
                 continue
             for rvec, tvec in zip(rvecs[:count], tvecs[:count]):
-                poses.append(make_transform(cv2.Rodrigues(rvec)[0], np.asarray(tvec).reshape(3)))
+                if np.all(np.isfinite(rvec)) and np.all(np.isfinite(tvec)):  # degenerate subsets give NaN poses
+                    poses.append(make_transform(cv2.Rodrigues(rvec)[0], np.asarray(tvec).reshape(3)))
     return np.array(poses).reshape(-1, 4, 4)
