@@ -1,12 +1,14 @@
-"""`make demo`: markerless camera-to-robot calibration on the synthetic camera, in one process.
+"""`make demo`: markerless camera-to-robot calibration on the synthetic camera.
 
-Runs the robot_calib graph with camera:=sim (the sim camera, 2D keypoints, diffusion lifting, pose fitting,
+Runs the robot_calib graph with camera:=sim, one process per node as `ros2 launch` starts it (or composed into this
+process with --in-process) (the sim camera, 2D keypoints, diffusion lifting, pose fitting,
 calibration manager), prints the per-frame and live aggregated estimates against the true camera pose and the
 pipeline's frame rate, then computes and saves the calibration (YAML) and writes the last debug image (PNG)."""
 from __future__ import annotations
 
 import argparse
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,8 @@ from rclpy.node import Node
 from kp_pose_ros.core.draw import write_png
 from kp_pose_ros.core.transform_tree import TransformTree
 from kp_pose_ros.core.transforms import rotation_error_deg
+from kp_pose_ros.graphs.processes import GraphProcesses
+from kp_pose_ros.graphs.registry import get_graph
 from kp_pose_ros.graphs.runner import run_graph
 from kp_pose_ros.ros.images import rgb8_from_msg
 from kp_pose_ros.ros.poses import matrix_from_pose
@@ -90,6 +94,35 @@ def _call(node, executor, srv_type, service, timeout_s=10.0, **fields):
     return future.result()
 
 
+@contextmanager
+def _running_graph(overrides, in_process: bool, log_dir: Path):
+    """(context, executor) beside the running robot_calib graph: composed in this process, or one process per node
+    (brought to active before this yields, so start-up is not in the demo's rate)."""
+    if in_process:
+        with run_graph('robot_calib', overrides) as run:
+            yield run.context, run.executor
+        return
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    try:
+        with GraphProcesses(get_graph('robot_calib').nodes(overrides), log_dir=log_dir) as graph:
+            starter = rclpy.create_node('demo_starter', context=context)
+            executor.add_node(starter)
+            try:
+                graph.wait_active(starter, executor, timeout_s=120.0)
+            finally:
+                executor.remove_node(starter)
+                starter.destroy_node()
+            yield context, executor
+    finally:
+        executor.shutdown()
+        rclpy.try_shutdown(context=context)
+
+
 def main(argv=None) -> int:
     from kp_pose_msgs.srv import ComputeCalibration, SaveCalibration
 
@@ -98,19 +131,21 @@ def main(argv=None) -> int:
     parser.add_argument('--out', default='demo_output', help='directory for the calibration YAML and the PNG')
     parser.add_argument('--seed', default='0')
     parser.add_argument('--known-joints', default='auto', choices=('auto', 'on', 'off'))
+    parser.add_argument('--in-process', action='store_true',
+                        help='compose every node into this process (kp-pose run) instead of one process per node')
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
 
     overrides = {'camera': 'sim', 'seed': args.seed, 'debug_image': 'true', 'known_joints': args.known_joints,
                  'calibration_dir': str(out), 'calibration_name': 'demo'}
-    with run_graph('robot_calib', overrides) as run:
-        observer = DemoObserver(context=run.context)
-        run.executor.add_node(observer)
+    with _running_graph(overrides, args.in_process, out / 'logs') as (context, executor):
+        observer = DemoObserver(context=context)
+        executor.add_node(observer)
         try:
             start = time.monotonic()
             next_report = start + 2.0
             while time.monotonic() - start < args.duration:
-                run.executor.spin_once(timeout_sec=0.05)
+                executor.spin_once(timeout_sec=0.05)
                 if time.monotonic() >= next_report:
                     next_report += 2.0
                     errors = observer.frame_errors()
@@ -132,11 +167,11 @@ def main(argv=None) -> int:
                 print(f'demo: per-frame error median {np.median(errors[:, 0]) * 100:.2f} cm, '
                       f'{np.median(errors[:, 1]):.2f} deg over {len(errors)} frames '
                       f'({"known" if observer.estimates[-1][2] else "estimated"} joints)')
-            computed = _call(observer, run.executor, ComputeCalibration, f'{NS}/calibration_manager/compute')
+            computed = _call(observer, executor, ComputeCalibration, f'{NS}/calibration_manager/compute')
             print(f'demo: compute: {computed.message}')
             live = observer.live_error()
             if computed.success:
-                saved = _call(observer, run.executor, SaveCalibration, f'{NS}/calibration_manager/save', name='demo')
+                saved = _call(observer, executor, SaveCalibration, f'{NS}/calibration_manager/save', name='demo')
                 print(f'demo: save: {saved.message}')
                 T = transform_from_msg(computed.transform)
                 T_link_optical = observer.tree.lookup(computed.transform.child_frame_id, 'camera_color_optical_frame')
@@ -152,6 +187,6 @@ def main(argv=None) -> int:
                 write_png(path, rgb8_from_msg(observer.debug_image))
                 print(f'demo: estimated skeleton (green) over detected keypoints (red) written to {path}')
         finally:
-            run.executor.remove_node(observer)
+            executor.remove_node(observer)
             observer.destroy_node()
     return 0

@@ -46,8 +46,9 @@ NAMESPACE = 'robot_calib'
 NUM_DISTRACTORS = 2
 JOINT_SPEED = 0.4
 DEPTH_NOISE_STD_M = 0.002
-BAG_FORMAT = 1  # bump when what the bag holds changes
+BAG_FORMAT = 2  # bump when what the bag holds changes (2: the true camera pose in the metadata)
 CUSTOM_DATA_KEY = 'kp_pose_render'
+TRUTH_DATA_KEY = 'kp_pose_truth'  # T_base_optical of the (static) camera, for the accuracy under load
 ROBOT_DESCRIPTION = '/robot_description'
 TF_STATIC = '/tf_static'
 JOINT_STATES = '/joint_states'
@@ -86,13 +87,13 @@ def bag_params(frames: int, seed: int = BAG_SEED, rate_hz: float = RATE_HZ) -> d
             'joint_speed': JOINT_SPEED, 'depth_noise_std_m': DEPTH_NOISE_STD_M, 'base_stamp_ns': BASE_STAMP_NS}
 
 
-def read_bag_params(path: str | Path) -> dict | None:
-    """The render parameters stored in a bag's metadata (custom_data), or None."""
+def read_bag_params(path: str | Path, key: str = CUSTOM_DATA_KEY):
+    """The render parameters (or another `key`'s JSON) stored in a bag's metadata (custom_data), or None."""
     import yaml
 
     try:
         meta = yaml.safe_load((Path(path) / 'metadata.yaml').read_text())
-        return json.loads(meta['rosbag2_bagfile_information']['custom_data'][CUSTOM_DATA_KEY])
+        return json.loads(meta['rosbag2_bagfile_information']['custom_data'][key])
     except (OSError, KeyError, TypeError, ValueError):
         return None
 
@@ -155,6 +156,7 @@ def write_bag(path: str | Path, frames: int, seed: int = BAG_SEED, rate_hz: floa
             trajectory = RandomWaypointTrajectory(scene.joint_limits, seed=seed, speed=JOINT_SPEED,
                                                   accept=lambda q: not scene.in_collision(q))
             scene.randomize_camera()
+            writer.set_custom_data(TRUTH_DATA_KEY, json.dumps({'T_base_optical': scene.render().T_base_cam.tolist()}))
             t0 = stamp_ns(0, rate_hz)
             writer.write(conns[ROBOT_DESCRIPTION], t0, serialize_message(String(data=scene.urdf_text)))
             T_link_color = make_transform(np.eye(3), np.array(COLOR_OFFSET_M))
@@ -265,6 +267,22 @@ def _r(x, nd=1):
     return None if x is None else round(float(x), nd)
 
 
+def accuracy(estimates: dict[int, tuple[np.ndarray, bool]], T_base_optical: np.ndarray | None) -> dict:
+    """Per-frame camera pose error of the estimates that came through the graph under load ({stamp: (T_base_optical,
+    depth_aligned)}) against the rendered truth: what the speed costs, if anything."""
+    from kp_pose_ros.core.transforms import rotation_error_deg
+
+    if T_base_optical is None or not estimates:
+        return {}
+    poses = [T for T, _ in estimates.values()]
+    t_cm = np.array([np.linalg.norm(T[:3, 3] - T_base_optical[:3, 3]) * 100 for T in poses])
+    r_deg = np.array([rotation_error_deg(T[:3, :3], T_base_optical[:3, :3]) for T in poses])
+    return {'translation_cm': {'median': _r(np.median(t_cm), 2), 'p95': _r(_percentile(t_cm, 95), 2)},
+            'rotation_deg': {'median': _r(np.median(r_deg), 2), 'p95': _r(_percentile(r_deg, 95), 2)},
+            'within_1cm_1deg_percent': _r(100.0 * np.mean((t_cm <= 1.0) & (r_deg <= 1.0)), 1),
+            'depth_aligned_percent': _r(100.0 * np.mean([aligned for _, aligned in estimates.values()]), 1)}
+
+
 def summarize(published: dict[int, float], received: dict[int, float], window: tuple[float, float],
               cpu: dict[str, float]) -> dict:
     """The headline numbers from {stamp: publish time} and {stamp: receive time} (monotonic seconds)."""
@@ -327,6 +345,7 @@ def measure(bag: str | Path, *, log_dir: str | Path | None = None, start_timeout
     from kp_pose_ros.graphs.processes import GraphProcesses, full_name, process_cpu_s
     from kp_pose_ros.graphs.registry import get_graph
     from kp_pose_ros.ros.bags import BagPlayer
+    from kp_pose_ros.ros.poses import matrix_from_pose
     from kp_pose_ros.ros.stamps import stamp_to_ns
 
     os.environ.setdefault('ROS_DOMAIN_ID', str(10 + os.getpid() % 90))  # before rclpy.init and the node processes
@@ -343,11 +362,13 @@ def measure(bag: str | Path, *, log_dir: str | Path | None = None, start_timeout
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     received: dict[int, float] = {}
+    estimates: dict[int, tuple[np.ndarray, bool]] = {}
     statuses: dict[str, dict[str, str]] = {}
     status_times: dict[str, float] = {}
 
     def on_estimate(msg):
         received.setdefault(stamp_to_ns(msg.header.stamp), time.monotonic())
+        estimates.setdefault(stamp_to_ns(msg.header.stamp), (matrix_from_pose(msg.pose), msg.depth_aligned))
 
     def on_diagnostics(msg):
         for status in msg.status:
@@ -438,6 +459,8 @@ def measure(bag: str | Path, *, log_dir: str | Path | None = None, start_timeout
         rclpy.try_shutdown(context=context)
 
     results = summarize(published, received, (t0, t1), cpu)
+    truth = read_bag_params(bag, TRUTH_DATA_KEY)
+    results['accuracy'] = accuracy(estimates, np.array(truth['T_base_optical']) if truth else None)
     results['play'] = {'wall_s': _r(wall, 2), 'messages': stats.counts if stats else {},
                        'interrupted': bool(stats and stats.interrupted)}
     results['startup_s'] = _r(startup_s, 1)
@@ -481,6 +504,14 @@ def report(results: dict) -> str:
         node = results['nodes'].get(name, {})
         stages = ', '.join(f"{k} {v['median_ms']}" for k, v in node.get('stages', {}).items())
         lines.append(f"| {name} | {pct} | {node.get('provider') or ''} | {stages} |")
+    acc = results.get('accuracy')
+    if acc:
+        lines += ['', f"per-frame camera error of the estimates that came through: median "
+                      f"{acc['translation_cm']['median']} cm / {acc['rotation_deg']['median']} deg, p95 "
+                      f"{acc['translation_cm']['p95']} cm / {acc['rotation_deg']['p95']} deg; within 1 cm and 1 deg "
+                      f"{acc['within_1cm_1deg_percent']} %; depth-aligned "
+                      f"{acc['depth_aligned_percent']} %; calibration_manager: "
+                      f"{results['nodes'].get('calibration_manager', {}).get('message')}"]
     return '\n'.join(lines)
 
 

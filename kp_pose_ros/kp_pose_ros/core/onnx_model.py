@@ -238,6 +238,9 @@ class OnnxModel:
         requested, notes = plan_providers(providers, trt_cache_dir, trt_fp16)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # Worker threads sleep when idle instead of spinning: a graph runs several sessions side by side (one per
+        # node, in one process or several), and spinning pools starve each other on a small CPU.
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         if threads > 0:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

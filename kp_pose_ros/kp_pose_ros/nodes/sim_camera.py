@@ -115,7 +115,10 @@ class SimCameraNode(PipelineNode):
         now = self.get_clock().now().to_msg()
         self.static_tf.send([transform_stamped(self.link_frame, self.color_frame, self.T_link_color, now),
                              transform_stamped(self.color_frame, self.optical_frame, self.T_color_optical, now)])
-        self.timer = self.create_timer(1.0 / p.rate_hz, self._tick)
+        # Rendering (~80 ms) runs off the executor; a tick that finds the renderer busy is skipped, and scene time
+        # advances per rendered frame, so the frames stay the same for a seed however many ticks are skipped.
+        self.renderer = self.create_worker(self._render, 'rendering')
+        self.timer = self.create_timer(1.0 / p.rate_hz, lambda: self.renderer.submit(None))
         self.get_logger().info(
             f'sim camera {p.camera_model} {self.camera.width}x{self.camera.height} (HFOV '
             f'{self.camera.hfov_deg:.1f} deg) at {p.rate_hz:g} Hz, seed {p.seed}; topics under '
@@ -140,7 +143,7 @@ class SimCameraNode(PipelineNode):
         else:
             self.scene.randomize_camera()
 
-    def _tick(self) -> None:
+    def _render(self, _tick=None) -> None:
         # Scene time advances one frame period per frame (not with the wall clock), so a run is deterministic and a
         # live change of rate_hz changes the pace, not the arm's position.
         t, step = self.scene_time_s, 1.0 / self.p.rate_hz
