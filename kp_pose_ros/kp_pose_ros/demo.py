@@ -17,7 +17,7 @@ from rclpy.node import Node
 from kp_pose_ros.core.draw import write_png
 from kp_pose_ros.core.transform_tree import TransformTree
 from kp_pose_ros.core.transforms import rotation_error_deg
-from kp_pose_ros.graphs.processes import GraphProcesses
+from kp_pose_ros.graphs.processes import running_graph
 from kp_pose_ros.graphs.registry import get_graph
 from kp_pose_ros.graphs.runner import run_graph
 from kp_pose_ros.ros.images import rgb8_from_msg
@@ -102,25 +102,8 @@ def _running_graph(overrides, in_process: bool, log_dir: Path):
         with run_graph('robot_calib', overrides) as run:
             yield run.context, run.executor
         return
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    executor = SingleThreadedExecutor(context=context)
-    try:
-        with GraphProcesses(get_graph('robot_calib').nodes(overrides), log_dir=log_dir) as graph:
-            starter = rclpy.create_node('demo_starter', context=context)
-            executor.add_node(starter)
-            try:
-                graph.wait_active(starter, executor, timeout_s=120.0)
-            finally:
-                executor.remove_node(starter)
-                starter.destroy_node()
-            yield context, executor
-    finally:
-        executor.shutdown()
-        rclpy.try_shutdown(context=context)
+    with running_graph(get_graph('robot_calib').nodes(overrides), log_dir=log_dir) as (context, executor, _, _):
+        yield context, executor
 
 
 def main(argv=None) -> int:

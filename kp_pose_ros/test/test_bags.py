@@ -93,8 +93,8 @@ def playback(ros_node):
 
 
 def _reliable(depth=50):
-    from kp_pose_ros.ros.bags import reliable_qos
-    return reliable_qos(depth)
+    from kp_pose_ros.ros.qos import qos_profile
+    return qos_profile('reliable', depth)
 
 
 def test_replay_delivers_images_camera_info_and_static_tf_intact(ros_node, playback, bag):
@@ -102,7 +102,7 @@ def test_replay_delivers_images_camera_info_and_static_tf_intact(ros_node, playb
     from sensor_msgs.msg import CameraInfo, Image
     from tf2_msgs.msg import TFMessage
 
-    from kp_pose_ros.ros.bags import LATCHED_QOS
+    from kp_pose_ros.ros.qos import LATCHED_QOS
 
     node, executor = ros_node
     got = {t: [] for t in TIMED}

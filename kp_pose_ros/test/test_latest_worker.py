@@ -49,4 +49,4 @@ def test_stop_finishes_the_running_item_and_drops_the_waiting_one():
     threading.Timer(0.1, release.set).start()
     worker.stop()
     assert done == ['running'] and not worker._thread.is_alive()
-    assert worker.submit('late') is True and done == ['running']
+    assert worker.submit('late') is False and done == ['running']  # nothing runs after stop

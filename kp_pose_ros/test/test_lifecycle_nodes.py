@@ -173,6 +173,13 @@ def test_parameters_through_the_parameter_services(ros_node):
         refused = _set(node, executor, 'providers', 'opencl')
         assert not refused.successful and 'one of' in refused.reason
 
+        def cannot_take(name, value):
+            raise RuntimeError('cannot rebuild')
+        keypoints.on_parameter_change = cannot_take  # a node that cannot take a value refuses it, and keeps working
+        refused = _set(node, executor, 'max_image_age_s', 5.0)
+        assert not refused.successful and 'cannot rebuild' in refused.reason and keypoints.p.max_image_age_s == 30.0
+        assert node.context.ok() and keypoints.state == 'active'
+
         assert _transition(node, executor, Transition.TRANSITION_DEACTIVATE)
         assert _transition(node, executor, Transition.TRANSITION_CLEANUP)
         assert _set(node, executor, 'model', '/nowhere/else.onnx').successful

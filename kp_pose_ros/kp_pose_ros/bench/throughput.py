@@ -109,10 +109,10 @@ def write_bag(path: str | Path, frames: int, seed: int = BAG_SEED, rate_hz: floa
     from kp_pose_ros.core.image_codec import metres_to_depth
     from kp_pose_ros.core.transforms import make_transform
     from kp_pose_ros.nodes.sim_camera import COLOR_OFFSET_M, R_BODY_OPTICAL
-    from kp_pose_ros.ros.bags import BAG_VERSION, STORAGES, InstalledTypes, bag_qos, reliable_qos
+    from kp_pose_ros.ros.bags import BAG_VERSION, STORAGES, InstalledTypes, bag_qos
     from kp_pose_ros.ros.images import array_to_image, camera_info_from_model
     from kp_pose_ros.ros.joint_states import joint_state
-    from kp_pose_ros.ros.qos import LATCHED_QOS
+    from kp_pose_ros.ros.qos import LATCHED_QOS, qos_profile
     from kp_pose_ros.ros.stamps import ns_to_stamp
     from kp_pose_ros.ros.tf import transform_stamped
     from kp_pose_ros.sim.camera_presets import preset
@@ -139,9 +139,9 @@ def write_bag(path: str | Path, frames: int, seed: int = BAG_SEED, rate_hz: floa
             return writer.add_connection(topic, msgtype, msgdef=msgdef, rihs01=rihs01,
                                          offered_qos_profiles=[bag_qos(qos)])
 
-        image_qos = reliable_qos(5)  # what the RealSense driver (and sim_camera) offer
+        image_qos = qos_profile('reliable', 5)  # what the RealSense driver (and sim_camera) offer
         conns = {
-            JOINT_STATES: connection(JOINT_STATES, 'sensor_msgs/msg/JointState', reliable_qos(10)),
+            JOINT_STATES: connection(JOINT_STATES, 'sensor_msgs/msg/JointState', qos_profile('reliable', 10)),
             topics['color']: connection(topics['color'], 'sensor_msgs/msg/Image', image_qos),
             topics['color_info']: connection(topics['color_info'], 'sensor_msgs/msg/CameraInfo', image_qos),
             topics['depth']: connection(topics['depth'], 'sensor_msgs/msg/Image', image_qos),
@@ -283,8 +283,7 @@ def accuracy(estimates: dict[int, tuple[np.ndarray, bool]], T_base_optical: np.n
             'depth_aligned_percent': _r(100.0 * np.mean([aligned for _, aligned in estimates.values()]), 1)}
 
 
-def summarize(published: dict[int, float], received: dict[int, float], window: tuple[float, float],
-              cpu: dict[str, float]) -> dict:
+def summarize(published: dict[int, float], received: dict[int, float], cpu: dict[str, float]) -> dict:
     """The headline numbers from {stamp: publish time} and {stamp: receive time} (monotonic seconds)."""
     matched = sorted(s for s in received if s in published)
     latencies = np.array([(received[s] - published[s]) * 1e3 for s in matched])
@@ -339,10 +338,9 @@ def measure(bag: str | Path, *, log_dir: str | Path | None = None, start_timeout
     """Start the graph as separate processes, replay `bag` once into it, measure (see the module docstring)."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
 
     from kp_pose_msgs.msg import RobotCameraEstimate
-    from kp_pose_ros.graphs.processes import GraphProcesses, full_name, process_cpu_s
+    from kp_pose_ros.graphs.processes import full_name, process_cpu_s, running_graph
     from kp_pose_ros.graphs.registry import get_graph
     from kp_pose_ros.ros.bags import BagPlayer
     from kp_pose_ros.ros.poses import matrix_from_pose
@@ -356,11 +354,6 @@ def measure(bag: str | Path, *, log_dir: str | Path | None = None, start_timeout
              for s in get_graph('robot_calib').nodes(overrides)]
     names = {full_name(s): s.name for s in specs}
 
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node('throughput_bench', context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
     received: dict[int, float] = {}
     estimates: dict[int, tuple[np.ndarray, bool]] = {}
     statuses: dict[str, dict[str, str]] = {}
@@ -378,20 +371,21 @@ def measure(bag: str | Path, *, log_dir: str | Path | None = None, start_timeout
                 statuses[status.name] = values
                 status_times[status.name] = time.monotonic()
 
-    node.create_subscription(RobotCameraEstimate, ESTIMATE_TOPIC, on_estimate, 200)
-    node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 50)
-
-    def spin_until(predicate, timeout_s):
-        deadline = time.monotonic() + timeout_s
-        while not predicate() and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.05)
-        return predicate()
-
     pre = play = None
     started = time.monotonic()
-    try:
-        with GraphProcesses(specs, log_dir=log_dir) as graph:
-            states = graph.wait_active(node, executor, timeout_s=start_timeout_s)
+    with running_graph(specs, log_dir=log_dir, timeout_s=start_timeout_s) as (context, executor, graph, states):
+        node = rclpy.create_node('throughput_bench', context=context)
+        executor.add_node(node)
+        node.create_subscription(RobotCameraEstimate, ESTIMATE_TOPIC, on_estimate, 200)
+        node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 50)
+
+        def spin_until(predicate, timeout_s):
+            deadline = time.monotonic() + timeout_s
+            while not predicate() and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.05)
+            return predicate()
+
+        try:
             # Robot model and static TF first (latched, as a robot's bringup publishes them), then wait until the pose
             # fitting node has built its model from it.
             pre = BagPlayer(rclpy.create_node('throughput_bench_latched', context=context), bag,
@@ -448,17 +442,16 @@ def measure(bag: str | Path, *, log_dir: str | Path | None = None, start_timeout
             t_diag = time.monotonic()
             spin_until(lambda: all(status_times.get(n, 0) > t_diag for n in names), 3.0)
             stats = result.get('stats')
-    finally:
-        for player in (pre, play):
-            if player is not None:
-                player_node = player.node
-                player.close()
-                player_node.destroy_node()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        finally:
+            for player in (pre, play):
+                if player is not None:
+                    player_node = player.node
+                    player.close()
+                    player_node.destroy_node()
+            executor.remove_node(node)
+            node.destroy_node()
 
-    results = summarize(published, received, (t0, t1), cpu)
+    results = summarize(published, received, cpu)
     truth = read_bag_params(bag, TRUTH_DATA_KEY)
     results['accuracy'] = accuracy(estimates, np.array(truth['T_base_optical']) if truth else None)
     results['play'] = {'wall_s': _r(wall, 2), 'messages': stats.counts if stats else {},

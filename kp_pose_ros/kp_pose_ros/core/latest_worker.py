@@ -32,10 +32,10 @@ class _TurnLock:
             self._cond.notify_all()
 
 
-# Heavy steps of one process run one at a time, in turn. Nodes composed into one process (kp-pose run, the
-# demo) would otherwise run rendering, detection, sampling and fitting side by side, and threads running
-# numpy-heavy Python together convoy on the GIL (measured in the demo: the fit went from ~0.1 s to ~0.8 s).
-# Under launch each node is its own process, with its own lock.
+# Heavy steps of one process run one at a time, in turn. Nodes composed into one process (kp-pose run, tests,
+# kp-pose demo --in-process) would otherwise run rendering, detection, sampling and fitting side by side, and
+# threads running numpy-heavy Python together convoy on the GIL (measured in the demo: the fit went from ~0.1 s
+# to ~0.8 s). Under launch each node is its own process, with its own lock.
 _PROCESS_TURNS = _TurnLock()
 
 
@@ -52,8 +52,8 @@ class LatestWorker:
     def submit(self, item: Any) -> bool:
         """Queue `item` for the worker; True when it replaced an item still waiting (that one is dropped)."""
         with self._cond:
-            if self._stopping:
-                return True
+            if self._stopping:  # deactivating: nothing is queued, nothing was replaced
+                return False
             replaced = self._pending is not None
             self._pending = (item,)
             self._cond.notify()

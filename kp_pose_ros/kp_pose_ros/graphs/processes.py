@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -107,46 +108,59 @@ class GraphProcesses:
     def states(self, node, executor, timeout_s: float = 2.0) -> dict[str, str]:
         """Each node's lifecycle state label ('unconfigured', 'active', ...; 'unknown' when its get_state service
         does not answer within `timeout_s`), asked from `node`, which `executor` spins."""
-        from lifecycle_msgs.srv import GetState
-
-        clients = {s.name: node.create_client(GetState, f'{full_name(s)}/get_state') for s in self.specs}
+        clients = self._state_clients(node)
         try:
-            futures, states = {}, {}
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline and len(states) < len(clients):
-                for name, client in clients.items():
-                    if name not in futures and client.service_is_ready():
-                        futures[name] = client.call_async(GetState.Request())
-                for name, future in futures.items():
-                    if name not in states and future.done() and future.result() is not None:
-                        states[name] = future.result().current_state.label
-                executor.spin_once(timeout_sec=0.05)
-            return {name: states.get(name, 'unknown') for name in clients}
+            return self._ask_states(clients, executor, timeout_s)
         finally:
             for client in clients.values():
                 node.destroy_client(client)
+
+    def _state_clients(self, node) -> dict:
+        from lifecycle_msgs.srv import GetState
+
+        return {s.name: node.create_client(GetState, f'{full_name(s)}/get_state') for s in self.specs}
+
+    @staticmethod
+    def _ask_states(clients: dict, executor, timeout_s: float) -> dict[str, str]:
+        from lifecycle_msgs.srv import GetState
+
+        futures, states = {}, {}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and len(states) < len(clients):
+            for name, client in clients.items():
+                if name not in futures and client.service_is_ready():
+                    futures[name] = client.call_async(GetState.Request())
+            for name, future in futures.items():
+                if name not in states and future.done() and future.result() is not None:
+                    states[name] = future.result().current_state.label
+            executor.spin_once(timeout_sec=0.05)
+        return {name: states.get(name, 'unknown') for name in clients}
 
     def wait_active(self, node, executor, timeout_s: float = 60.0, poll_s: float = 0.5) -> dict[str, str]:
         """Block until every node reports 'active'; raises RuntimeError (with the log tail) when a process exits or
         the timeout passes first. Returns the states."""
         deadline = time.monotonic() + timeout_s
-        states: dict[str, str] = {}
-        while True:
-            dead = self.exited()
-            if dead:
-                name, code = next(iter(dead.items()))
-                raise RuntimeError(f'node process {name} exited with code {code} while starting:\n'
-                                   f'{self.log_tail(name)}')
-            states = self.states(node, executor, timeout_s=min(2.0, max(0.1, deadline - time.monotonic())))
-            if all(s == 'active' for s in states.values()):
-                return states
-            if time.monotonic() >= deadline:
-                waiting = {n: s for n, s in states.items() if s != 'active'}
-                tails = '\n'.join(f'--- {n}:\n{self.log_tail(n)}' for n in waiting)
-                raise RuntimeError(f'not active after {timeout_s:g} s: {waiting}\n{tails}')
-            end = time.monotonic() + poll_s
-            while time.monotonic() < end:
-                executor.spin_once(timeout_sec=0.05)
+        clients = self._state_clients(node)  # made once: each new client would wait for discovery again
+        try:
+            while True:
+                dead = self.exited()
+                if dead:
+                    name, code = next(iter(dead.items()))
+                    raise RuntimeError(f'node process {name} exited with code {code} while starting:\n'
+                                       f'{self.log_tail(name)}')
+                states = self._ask_states(clients, executor, min(2.0, max(0.1, deadline - time.monotonic())))
+                if all(s == 'active' for s in states.values()):
+                    return states
+                if time.monotonic() >= deadline:
+                    waiting = {n: s for n, s in states.items() if s != 'active'}
+                    tails = '\n'.join(f'--- {n}:\n{self.log_tail(n)}' for n in waiting)
+                    raise RuntimeError(f'not active after {timeout_s:g} s: {waiting}\n{tails}')
+                end = time.monotonic() + poll_s
+                while time.monotonic() < end:
+                    executor.spin_once(timeout_sec=0.05)
+        finally:
+            for client in clients.values():
+                node.destroy_client(client)
 
     def close(self) -> dict[str, int]:
         """Stop every process (SIGINT, SIGTERM, SIGKILL to its process group, as needed); their exit codes."""
@@ -202,3 +216,28 @@ def process_cpu_s(pid: int, descendants: bool = True) -> float:
             except OSError:
                 pass
     return total
+
+
+@contextmanager
+def running_graph(specs: Sequence[NodeSpec], *, log_dir: str | Path | None = None, timeout_s: float = 120.0):
+    """The graph as processes, every node active, and a fresh rclpy context and executor beside it for observers:
+    yields (context, executor, graph, states). Start-up is over before the caller measures anything."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    try:
+        with GraphProcesses(specs, log_dir=log_dir) as graph:
+            starter = rclpy.create_node('graph_starter', context=context)
+            executor.add_node(starter)
+            try:
+                states = graph.wait_active(starter, executor, timeout_s=timeout_s)
+            finally:
+                executor.remove_node(starter)
+                starter.destroy_node()
+            yield context, executor, graph, states
+    finally:
+        executor.shutdown()
+        rclpy.try_shutdown(context=context)

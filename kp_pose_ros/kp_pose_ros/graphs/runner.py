@@ -1,6 +1,6 @@
-"""In-process runner: every node of a graph composed into one process and one executor (what CI, the demo and the
-benchmarks run), built from the same NodeSpecs the launch files use, and brought to active as the launch files do
-with autostart:=true."""
+"""In-process runner: every node of a graph composed into one process and one executor (`kp-pose run`, the tests,
+`kp-pose demo --in-process`), built from the same NodeSpecs the launch files use, and brought to active as the
+launch files do with autostart:=true. graphs/processes.py runs the same graph one process per node, as launch does."""
 from __future__ import annotations
 
 import time
@@ -57,8 +57,9 @@ class GraphRun:
         except Exception:
             self.close()
             raise
-        # Like component_container: one thread, so every callback has finished when spin_once returns and nodes
-        # can be destroyed at any point between spins.
+        # Like component_container: one executor thread, so every callback has finished when spin_once returns and
+        # nodes can be destroyed at any point between spins (destroying a node also stops its worker threads, after
+        # the item each is working on).
         self.executor = SingleThreadedExecutor(context=context)
         for node in self.nodes:
             self.executor.add_node(node)

@@ -4,6 +4,7 @@ an aligned depth image, the robot's surface aligned with the depth (robot/depth_
 per-frame estimate for the calibration manager, the arm's estimated joint states, RViz markers and a debug image."""
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 
@@ -87,6 +88,8 @@ class RobotPoseFittingNode(PipelineNode):
         self.regressor: JointRegressor | None = None
         self.kinematics = None
         self.depth_fitter: RobotDepthFitter | None = None
+        # Held by each fit (worker thread) and by whatever replaces the robot model or the window (executor thread).
+        self.fit_lock = threading.Lock()
         self.diagnostics.add_check(self._health)
 
     def configure(self) -> None:
@@ -135,7 +138,8 @@ class RobotPoseFittingNode(PipelineNode):
 
     def on_parameter_change(self, name, value) -> None:
         if name == 'static_camera_frames' and hasattr(self, 'window'):
-            self.window = deque(self.window, maxlen=max(1, int(value)))
+            with self.fit_lock:
+                self.window = deque(self.window, maxlen=max(1, int(value)))
 
     def _health(self):
         """WARN when no pose was estimated for 5 s while active (keypoints arriving or not)."""
@@ -151,37 +155,46 @@ class RobotPoseFittingNode(PipelineNode):
         return [(OK, '', {'last_estimate_age_s': f'{age:.1f}'})]
 
     def _on_robot(self, robot: RobotModelSource) -> None:
-        self.kinematics = kinematics = robot.kinematics
-        self.last_depth_pose = None
+        """A (new) robot model: its surface model and joint-model check are built first, then swapped in between two
+        fits (the fit runs on the worker thread)."""
+        kinematics, fitter, regressor = robot.kinematics, None, self.regressor
         if self.p.depth_alignment:
             try:
                 surface = sample_robot_surface(robot.urdf_text, kinematics.link_names, robot.urdf_dir,
                                                robot.package_dir, self.p.surface_geometry,
                                                self.p.surface_points)
-                self.depth_fitter = RobotDepthFitter(surface, kinematics)
+                fitter = RobotDepthFitter(surface, kinematics)
                 for problem in surface.missing:
                     self.get_logger().warning(f'surface model: skipped {problem}')
                 self.get_logger().info(f'depth alignment on: {len(surface.points)} surface points from the '
                                        f'{self.p.surface_geometry} geometry of {len(surface.link_names)} links')
             except (URDFError, ValueError, OSError) as exc:
-                self.depth_fitter = None
                 self.get_logger().error(f'depth alignment off: no surface model from the robot description ({exc})')
-        if self.regressor is None:
-            return
-        if list(kinematics.joint_names) != list(self.regressor.joint_names) \
-                or tuple(self.regressor.keypoint_links) != self.keypoint_names:
-            self.get_logger().error(f'the joint model ({self.regressor.joint_names}, keypoints '
-                                    f'{self.regressor.keypoint_links}) does not fit this robot model '
+        if regressor is not None and (list(kinematics.joint_names) != list(regressor.joint_names)
+                                      or tuple(regressor.keypoint_links) != self.keypoint_names):
+            self.get_logger().error(f'the joint model ({regressor.joint_names}, keypoints '
+                                    f'{regressor.keypoint_links}) does not fit this robot model '
                                     f'({kinematics.joint_names}, keypoints {self.keypoint_names}); only known-joints '
                                     'estimation is possible')
-            self.regressor = None
+            regressor = None
+        with self.fit_lock:
+            self.kinematics, self.depth_fitter, self.regressor = kinematics, fitter, regressor
+            self.last_depth_pose = None
+
+    @staticmethod
+    def _nearest(messages, stamp_ns: int, max_offset_s: float):
+        """The message whose header stamp is nearest `stamp_ns`, if within `max_offset_s`; else None. list() takes a
+        snapshot (atomically) of a deque the executor thread appends to."""
+        nearest = min(list(messages), key=lambda m: abs(stamp_to_ns(m.header.stamp) - stamp_ns), default=None)
+        if nearest is None or abs(stamp_to_ns(nearest.header.stamp) - stamp_ns) > max_offset_s * 1e9:
+            return None
+        return nearest
 
     def _measured_joints(self, stamp_ns: int) -> np.ndarray | None:
-        if self.p.joints_mode == 'unknown' or not self.joint_history:
+        if self.p.joints_mode == 'unknown':
             return None
-        # list(): a snapshot (taken atomically) while the executor thread appends.
-        nearest = min(list(self.joint_history), key=lambda m: abs(stamp_to_ns(m.header.stamp) - stamp_ns))
-        if abs(stamp_to_ns(nearest.header.stamp) - stamp_ns) > self.p.joint_states_max_age_s * 1e9:
+        nearest = self._nearest(self.joint_history, stamp_ns, self.p.joint_states_max_age_s)
+        if nearest is None:
             return None
         try:
             return joint_positions(nearest, self.kinematics.joint_names)
@@ -197,11 +210,7 @@ class RobotPoseFittingNode(PipelineNode):
             self._submit(pending)
 
     def _depth_for(self, msg) -> Image | None:
-        stamp = stamp_to_ns(msg.header.stamp)
-        nearest = min(list(self.depths), key=lambda m: abs(stamp_to_ns(m.header.stamp) - stamp), default=None)
-        if nearest is None or abs(stamp_to_ns(nearest.header.stamp) - stamp) > self.p.depth_max_offset_s * 1e9:
-            return None
-        return nearest
+        return self._nearest(self.depths, stamp_to_ns(msg.header.stamp), self.p.depth_max_offset_s)
 
     def _on_keypoints(self, msg: KeypointArray) -> None:
         """Keypoints can overtake their depth image (ground truth, a fast detector): while the depth stream is live
@@ -220,6 +229,11 @@ class RobotPoseFittingNode(PipelineNode):
             self.diagnostics.drop('busy')
 
     def _estimate(self, msg: KeypointArray) -> None:
+        """One frame, on the worker thread; the robot model and the window do not change during it."""
+        with self.fit_lock:
+            self._fit_frame(msg)
+
+    def _fit_frame(self, msg: KeypointArray) -> None:
         if self.kinematics is None or not msg.instances:
             return
         camera = self.camera_info.get(msg.header.frame_id)
@@ -235,6 +249,7 @@ class RobotPoseFittingNode(PipelineNode):
         stamp = stamp_to_ns(msg.header.stamp)
         measured = self._measured_joints(stamp)
         if measured is None and self.p.joints_mode == 'known':
+            self.diagnostics.drop('no_joint_states')
             self.get_logger().warning('joints_mode is "known" but no fresh /joint_states; skipping frame',
                                       throttle_duration_sec=5.0)
             return
@@ -248,6 +263,7 @@ class RobotPoseFittingNode(PipelineNode):
                                         points_cam=np.where(score3d[:, None] > 0, pts, np.nan),
                                         inlier_threshold_m=self.p.inlier_threshold_m)
         elif self.regressor is None:
+            self.diagnostics.drop('no_joint_states')
             self.get_logger().warning('no fresh /joint_states and no usable joint model; skipping frame',
                                       throttle_duration_sec=5.0)
             return
@@ -256,6 +272,7 @@ class RobotPoseFittingNode(PipelineNode):
             estimate = fit_unknown_joints(pts, joints, px, camera, self.kinematics, self.p.inlier_threshold_m,
                                           weights=score3d)
         else:
+            self.diagnostics.drop('incomplete_3d')
             self.get_logger().warning('lifted keypoints incomplete and no fresh /joint_states; skipping frame',
                                       throttle_duration_sec=5.0)
             return

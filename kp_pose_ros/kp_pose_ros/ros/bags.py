@@ -22,7 +22,6 @@ cleanly on Ctrl-C, SIGTERM or the end of the duration.
 from __future__ import annotations
 
 import array
-import importlib
 import re
 import threading
 import time
@@ -39,20 +38,13 @@ from rosbags.interfaces import Nodetype, Qos, QosDurability, QosHistory, QosLive
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, TypesysError, get_types_from_idl, get_types_from_msg, get_typestore
 
+from kp_pose_ros.ros.qos import LATCHED_QOS, qos_profile
+from kp_pose_ros.ros.topic_stats import message_class
+
 TF_STATIC = '/tf_static'
 CLOCK_TOPIC = '/clock'
 STORAGES = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
 BAG_VERSION = 8
-
-# What tf2's static broadcaster and listener use.
-LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-def reliable_qos(depth: int) -> QoSProfile:
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.VOLATILE)
-
 
 def topic_name(name: str) -> str:
     return name if name.startswith('/') else '/' + name
@@ -77,10 +69,9 @@ def parse_remaps(items: Iterable[str] | Mapping[str, str] | None) -> dict[str, s
 
 def rclpy_class(msgtype: str):
     """The rclpy class of 'pkg/msg/Name', or None when that interface package is not importable."""
-    pkg, _, name = msgtype.rpartition('/')
     try:
-        return getattr(importlib.import_module(pkg.replace('/', '.')), name)
-    except (ImportError, AttributeError):
+        return message_class(msgtype)
+    except (ImportError, AttributeError, ValueError):
         return None
 
 
@@ -231,9 +222,12 @@ class BagPlayer:
                 self.installed.ensure(msgtype)
         self.reader = AnyReader([self.bag], default_typestore=self.installed.store)
         self.reader.open()
+        self._made: list = []  # publishers created so far, destroyed again if set-up fails
         try:
             self._setup(set(map(topic_name, topics)) if topics else None, depth, convert)
         except BaseException:
+            for publisher in self._made:
+                self.node.destroy_publisher(publisher)
             self.reader.close()
             raise
 
@@ -260,7 +254,9 @@ class BagPlayer:
             if out_topic not in by_topic:
                 offered = getattr(conn.ext, 'offered_qos_profiles', None) or []
                 latched = static or any(q.durability == QosDurability.TRANSIENT_LOCAL for q in offered)
-                publisher = self.node.create_publisher(cls, out_topic, LATCHED_QOS if latched else reliable_qos(depth))
+                publisher = self.node.create_publisher(
+                    cls, out_topic, LATCHED_QOS if latched else qos_profile('reliable', depth))
+                self._made.append(publisher)
                 by_topic[out_topic] = _Output(out_topic, publisher, cls, raw)
             elif by_topic[out_topic].cls is not cls:
                 raise ValueError(f'{out_topic}: two message types ({by_topic[out_topic].cls.__name__} and '
@@ -272,7 +268,8 @@ class BagPlayer:
             from rosgraph_msgs.msg import Clock
             self._clock_cls = Clock
             self.clock_pub = self.node.create_publisher(Clock, self.remaps.get(CLOCK_TOPIC, CLOCK_TOPIC),
-                                                        reliable_qos(1))
+                                                        qos_profile('reliable', 1))
+            self._made.append(self.clock_pub)
         self.stats = PlayStats(str(self.bag), {o.topic: 0 for o in by_topic.values()}, rate=self.rate)
 
     @property
@@ -451,8 +448,13 @@ class BagRecorder:
         self._start = time.monotonic()
         self.writer = Writer(self.path, version=BAG_VERSION, storage_plugin=STORAGES[storage])
         self.writer.open()
-        self._timer = node.create_timer(discovery_period_s, self._discover)
-        self._discover()
+        self._timer = None
+        try:
+            self._timer = node.create_timer(discovery_period_s, self._discover)
+            self._discover()
+        except BaseException:
+            self.close()  # a bag with its metadata, and nothing left subscribed
+            raise
 
     def _subscription_qos(self, topic: str) -> tuple[QoSProfile, list[Qos]]:
         infos = self.node.get_publishers_info_by_topic(topic)

@@ -7,8 +7,9 @@
   unconfigured so it can be fixed and configured again. `cleanup()` frees what configure made.
 - `activate()` creates subscriptions, timers and services; `deactivate()` undoes it.
 - Every entity created inside configure() or activate() is recorded and destroyed by cleanup or deactivate, so
-  subclasses never track them; every subscription, timer and service callback is wrapped at the node boundary: an
-  exception is logged with its location (throttled), counted in /diagnostics, and never reaches the executor.
+  subclasses never track them; every subscription, timer, service and worker callback is wrapped at the node
+  boundary: an exception is logged with its location (throttled), counted in /diagnostics, and never reaches the
+  executor. A live parameter whose `on_parameter_change` raises is refused with the exception as the reason.
 - Arrivals on the topics named in `STREAMS` count as inputs in /diagnostics (rates, staleness).
 - `create_worker()` moves a heavy per-frame step off the executor (core/latest_worker.py), so cheap inputs such as
   joint states and depth images are taken as they arrive.
@@ -145,13 +146,15 @@ class PipelineNode(LifecycleNode):
         return ''
 
     def _release(self, entities: list, hook: Callable[[], None]) -> None:
+        """Destroy the phase's entities (newest first; workers finish their item and stop), then run the hook, so it
+        never races a callback or a worker."""
+        while entities:
+            destroy, entity = entities.pop()
+            destroy(entity)
         try:
             hook()
         except Exception as exc:  # releasing must finish whatever a subclass hook does
             self.get_logger().error(f'{hook.__name__} raised {type(exc).__name__}: {exc}{_where(exc)}')
-        while entities:
-            destroy, entity = entities.pop()
-            destroy(entity)
 
     def _parameter_changed(self, name: str, value: Any) -> None:
         self.get_logger().info(f'parameter {name} = {value!r}')

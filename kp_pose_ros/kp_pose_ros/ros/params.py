@@ -13,6 +13,7 @@ Two kinds (issue 7 of the suite's tracker; README "Parameters"):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Sequence
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
@@ -62,14 +63,7 @@ class Param:
         return self.check(value) if self.check is not None else ''
 
 
-class ParamValues:
-    """The current parameter values as attributes (dots become underscores), updated as live changes are accepted."""
-
-    def __init__(self, values: dict[str, Any]):
-        self.__dict__.update(values)
-
-
-def declare_params(node, params: Iterable[Param]) -> ParamValues:
+def declare_params(node, params: Iterable[Param]) -> SimpleNamespace:
     """Declare all `params` on `node` and return their current values.
 
     A value refused by its `Param` (choices, range, check) raises ValueError naming the parameter, so a bad launch
@@ -82,16 +76,17 @@ def declare_params(node, params: Iterable[Param]) -> ParamValues:
         if problem:
             raise ValueError(f"parameter '{p.name}': {problem}")
         values[p.attribute] = value
-    return ParamValues(values)
+    return SimpleNamespace(**values)
 
 
 class ParamGuard:
     """The on-set-parameters callback of a node: refuses structural changes while `configured()` is true and bad
-    values always, each with a reason; accepted live values are written into `values` and reported to `on_change`.
+    values always, each with a reason. Accepted values are written into `values`, live ones once `on_change` has
+    taken them (it refuses a value by raising).
 
     Uses `add_on_set_parameters_callback`, which Humble's rclpy has (the post-set callbacks came later)."""
 
-    def __init__(self, node, params: Iterable[Param], values: ParamValues, configured: Callable[[], bool],
+    def __init__(self, node, params: Iterable[Param], values: SimpleNamespace, configured: Callable[[], bool],
                  on_change: Callable[[str, Any], None] | None = None):
         self._params = {p.name: p for p in params}
         self._values = values
@@ -113,9 +108,13 @@ class ParamGuard:
                 return SetParametersResult(successful=False, reason=f"{parameter.name}: {reason}")
             accepted.append((spec, parameter.value))
         for spec, value in accepted:
-            setattr(self._values, spec.attribute, value)
             if spec.live and self._on_change is not None:
-                self._on_change(spec.name, value)
+                try:  # rebuild what depends on it first: a value it cannot take is refused, not half applied
+                    self._on_change(spec.name, value)
+                except Exception as exc:  # this callback runs inside rclpy's parameter service: never raise
+                    return SetParametersResult(successful=False,
+                                               reason=f'{spec.name}: {type(exc).__name__}: {exc}')
+            setattr(self._values, spec.attribute, value)
         return SetParametersResult(successful=True)
 
     def reread(self, node) -> None:
