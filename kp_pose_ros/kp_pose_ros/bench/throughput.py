@@ -106,15 +106,11 @@ def write_bag(path: str | Path, frames: int, seed: int = BAG_SEED, rate_hz: floa
     from std_msgs.msg import Header, String
     from tf2_msgs.msg import TFMessage
 
-    from kp_pose_ros.core.image_codec import metres_to_depth
-    from kp_pose_ros.core.transforms import make_transform
-    from kp_pose_ros.nodes.sim_camera import COLOR_OFFSET_M, R_BODY_OPTICAL
+    from kp_pose_ros.nodes.sim_camera import camera_messages, driver_static_transforms
     from kp_pose_ros.ros.bags import BAG_VERSION, STORAGES, InstalledTypes, bag_qos
-    from kp_pose_ros.ros.images import array_to_image, camera_info_from_model
     from kp_pose_ros.ros.joint_states import joint_state
     from kp_pose_ros.ros.qos import LATCHED_QOS, qos_profile
     from kp_pose_ros.ros.stamps import ns_to_stamp
-    from kp_pose_ros.ros.tf import transform_stamped
     from kp_pose_ros.sim.camera_presets import preset
     from kp_pose_ros.sim.scene import SceneConfig, SimScene
     from kp_pose_ros.sim.trajectory import RandomWaypointTrajectory
@@ -124,7 +120,6 @@ def write_bag(path: str | Path, frames: int, seed: int = BAG_SEED, rate_hz: floa
     topics = camera_topics()
     optical = topics['optical_frame']
     camera_name = optical[:-len('_color_optical_frame')] if optical.endswith('_color_optical_frame') else 'camera'
-    link_frame, color_frame = f'{camera_name}_link', f'{camera_name}_color_frame'
     partial = path.with_name(path.name + '.partial')
     shutil.rmtree(partial, ignore_errors=True)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,18 +154,14 @@ def write_bag(path: str | Path, frames: int, seed: int = BAG_SEED, rate_hz: floa
             writer.set_custom_data(TRUTH_DATA_KEY, json.dumps({'T_base_optical': scene.render().T_base_cam.tolist()}))
             t0 = stamp_ns(0, rate_hz)
             writer.write(conns[ROBOT_DESCRIPTION], t0, serialize_message(String(data=scene.urdf_text)))
-            T_link_color = make_transform(np.eye(3), np.array(COLOR_OFFSET_M))
-            T_color_optical = make_transform(R_BODY_OPTICAL, np.zeros(3))
-            static = TFMessage(transforms=[
-                transform_stamped(link_frame, color_frame, T_link_color, ns_to_stamp(t0)),
-                transform_stamped(color_frame, optical, T_color_optical, ns_to_stamp(t0))])
+            static = TFMessage(transforms=driver_static_transforms(camera_name, ns_to_stamp(t0)))
             writer.write(conns[TF_STATIC], t0, serialize_message(static))
             for i in range(frames):
                 t = stamp_ns(i, rate_hz)
                 scene.set_joint_positions(trajectory.at(i / rate_hz))
                 frame = scene.render()
-                header = Header(stamp=ns_to_stamp(t), frame_id=optical)
-                info = serialize_message(camera_info_from_model(camera, header))
+                color, info, depth = map(serialize_message, camera_messages(
+                    frame, camera, Header(stamp=ns_to_stamp(t), frame_id=optical)))
                 # The robot's joint state first, then the camera's messages in the driver's order. Velocities from
                 # the trajectory; efforts zero (no dynamics). With both filled, rclpy's CDR has no trailing padding
                 # that strict readers (rosbags) refuse, as it has after empty float64 sequences.
@@ -180,10 +171,9 @@ def write_bag(path: str | Path, frames: int, seed: int = BAG_SEED, rate_hz: floa
                 writer.write(conns[JOINT_STATES], t, serialize_message(joint_state(
                     frame.joint_names, frame.joint_positions, ns_to_stamp(t), velocities=velocity,
                     efforts=np.zeros(len(frame.joint_names)))))
-                writer.write(conns[topics['color']], t, serialize_message(array_to_image(frame.rgb, 'rgb8', header)))
+                writer.write(conns[topics['color']], t, color)
                 writer.write(conns[topics['color_info']], t, info)
-                writer.write(conns[topics['depth']], t, serialize_message(
-                    array_to_image(metres_to_depth(frame.depth_m, '16UC1'), '16UC1', header)))
+                writer.write(conns[topics['depth']], t, depth)
                 writer.write(conns[topics['depth_info']], t, info)
         finally:
             scene.close()

@@ -29,6 +29,23 @@ from kp_pose_ros.sim.trajectory import RandomWaypointTrajectory
 R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 # Offset of the colour imager from camera_link, as a D435's driver reports it (metres, body frame).
 COLOR_OFFSET_M = (0.0, 0.015, 0.0)
+# camera_link -> colour frame -> colour optical frame, fixed.
+T_LINK_COLOR = make_transform(np.eye(3), np.array(COLOR_OFFSET_M))
+T_COLOR_OPTICAL = make_transform(R_BODY_OPTICAL, np.zeros(3))
+
+
+def driver_static_transforms(camera_name: str, stamp) -> list:
+    """The static transforms a RealSense driver publishes for `camera_name` (camera_link -> colour -> optical)."""
+    link, color, optical = f'{camera_name}_link', f'{camera_name}_color_frame', f'{camera_name}_color_optical_frame'
+    return [transform_stamped(link, color, T_LINK_COLOR, stamp),
+            transform_stamped(color, optical, T_COLOR_OPTICAL, stamp)]
+
+
+def camera_messages(frame, camera, header) -> tuple[Image, CameraInfo, Image]:
+    """A rendered frame as the driver's colour image (rgb8), camera_info (shared by colour and aligned depth) and
+    aligned depth (16UC1, mm), all with `header`."""
+    return (array_to_image(frame.rgb, 'rgb8', header), camera_info_from_model(camera, header),
+            array_to_image(metres_to_depth(frame.depth_m, '16UC1'), '16UC1', header))
 
 
 class SimCameraNode(PipelineNode):
@@ -83,12 +100,8 @@ class SimCameraNode(PipelineNode):
         self.frame_index = 0
         self.scene_time_s = 0.0
         self.optical_frame = f'{p.camera_name}_color_optical_frame'
-        self.link_frame = f'{p.camera_name}_link'
-        self.color_frame = f'{p.camera_name}_color_frame'
-        # camera_link -> optical frame, fixed; the scene is placed by its optical frame.
-        self.T_link_color = make_transform(np.eye(3), np.array(COLOR_OFFSET_M))
-        self.T_color_optical = make_transform(R_BODY_OPTICAL, np.zeros(3))
-        self.T_link_optical = self.T_link_color @ self.T_color_optical
+        # The scene is placed by its optical frame.
+        self.T_link_optical = T_LINK_COLOR @ T_COLOR_OPTICAL
         try:
             self._place_camera()
         except ValueError as exc:
@@ -113,8 +126,7 @@ class SimCameraNode(PipelineNode):
         if p.publish_robot_state:
             self.pub_description.publish(String(data=self.scene.urdf_text))
         now = self.get_clock().now().to_msg()
-        self.static_tf.send([transform_stamped(self.link_frame, self.color_frame, self.T_link_color, now),
-                             transform_stamped(self.color_frame, self.optical_frame, self.T_color_optical, now)])
+        self.static_tf.send(driver_static_transforms(p.camera_name, now))
         # Rendering (~80 ms) runs off the executor; a tick that finds the renderer busy is skipped, and scene time
         # advances per rendered frame, so the frames stay the same for a seed however many ticks are skipped.
         self.renderer = self.create_worker(self._render, 'rendering')
@@ -161,10 +173,10 @@ class SimCameraNode(PipelineNode):
 
     def publish_frame(self, frame, stamp) -> None:
         header = Header(stamp=stamp, frame_id=self.optical_frame)
-        info = camera_info_from_model(self.camera, header)
-        self.pub_color.publish(array_to_image(frame.rgb, 'rgb8', header))
+        color, info, depth = camera_messages(frame, self.camera, header)
+        self.pub_color.publish(color)
         self.pub_color_info.publish(info)
-        self.pub_depth.publish(array_to_image(metres_to_depth(frame.depth_m, '16UC1'), '16UC1', header))
+        self.pub_depth.publish(depth)
         self.pub_depth_info.publish(info)
 
         base_header = Header(stamp=stamp, frame_id=self.p.base_frame)
