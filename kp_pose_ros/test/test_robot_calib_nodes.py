@@ -199,3 +199,32 @@ def test_calibration_manager_refuses_scattered_estimates(ros_node, tmp_path):
         executor.remove_node(run.nodes[0])
     assert not res.success and 'disagree too much' in res.message and res.translation_std_m > 0.05
     assert live == []
+
+
+def test_live_transform_is_sent_once_per_estimate_stamp(ros_node, tmp_path):
+    """The live base -> camera_link transform goes on /tf only when a newer estimate came: tf2 listeners warn about
+    (and drop) a dynamic transform republished with the same stamp."""
+    from tf2_msgs.msg import TFMessage
+
+    from kp_pose_msgs.msg import RobotCameraEstimate
+    from kp_pose_ros.ros.tf import StaticTfBroadcaster, transform_stamped
+
+    node, executor = ros_node
+    StaticTfBroadcaster(node).send(transform_stamped('camera_link', 'camera_color_optical_frame', T_LINK_OPTICAL,
+                                                     node.get_clock().now().to_msg()))
+    sent = []
+    node.create_subscription(TFMessage, '/tf', lambda m: sent.extend(
+        (t.header.stamp.sec, t.header.stamp.nanosec) for t in m.transforms if t.child_frame_id == 'camera_link'), 100)
+    pub = node.create_publisher(RobotCameraEstimate, '/robot_calib/estimate', 10)
+    spec = NodeSpec(name='calibration_manager', namespace='/robot_calib', executable='calibration_manager',
+                    node_class=MANAGER, parameters={'calibration_dir': str(tmp_path), 'min_samples': 5,
+                                                    'publish_period_s': 0.05})
+    with GraphRun([spec], context=node.context) as run:
+        executor.add_node(run.nodes[0])
+        for _ in range(6):
+            pub.publish(_estimate(node, T_BASE_OPTICAL))
+            spin_until(executor, lambda: False, 0.03)
+        assert spin_until(executor, lambda: len(sent) > 0, 10.0)
+        spin_until(executor, lambda: False, 1.0)  # 20 publish periods without a new estimate
+        executor.remove_node(run.nodes[0])
+    assert len(sent) == len(set(sent)), f'{len(sent) - len(set(sent))} repeated stamps on /tf'

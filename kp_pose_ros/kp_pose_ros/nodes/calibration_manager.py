@@ -88,6 +88,7 @@ class CalibrationManagerNode(PipelineNode):
         self.captured = CalibrationWindow(10000)
         self.latest: RobotCameraEstimate | None = None
         self.live_result = None
+        self.published_stamp = None  # stamp of the live transform last sent on /tf
         self.pub_live = self.create_publisher(TransformStamped, '~/live_calibration', 10)
 
     def activate(self) -> None:
@@ -182,7 +183,8 @@ class CalibrationManagerNode(PipelineNode):
             self.fixed.header.stamp = self.get_clock().now().to_msg()
             self.tf.send(self.fixed)
             return
-        if self.latest is None or len(self.live) < self.p.min_samples:
+        if self.latest is None or len(self.live) < self.p.min_samples \
+                or self.latest.header.stamp == self.published_stamp:  # nothing new: tf2 warns on repeated stamps
             return
         try:
             self.live_result = aggregate(self.live.samples, min_samples=self.p.min_samples)
@@ -198,6 +200,7 @@ class CalibrationManagerNode(PipelineNode):
         if msg is not None:
             self.tf.send(msg)
             self.pub_live.publish(msg)
+            self.published_stamp = self.latest.header.stamp
 
     # -- services ---------------------------------------------------------------------------------------------------
     def _capture(self, request, response):
