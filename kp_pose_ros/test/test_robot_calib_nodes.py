@@ -228,3 +228,31 @@ def test_live_transform_is_sent_once_per_estimate_stamp(ros_node, tmp_path):
         spin_until(executor, lambda: False, 1.0)  # 20 publish periods without a new estimate
         executor.remove_node(run.nodes[0])
     assert len(sent) == len(set(sent)), f'{len(sent) - len(set(sent))} repeated stamps on /tf'
+
+
+def test_joint_states_of_a_1khz_arm_are_kept_long_enough_to_pair(ros_context):
+    """A 1 kHz /joint_states stream: the joint state of an image 0.3 s old is still there when its keypoints reach
+    the fit (a 100-message history kept 0.1 s, and such frames fell back to regressed joints silently)."""
+    import os
+
+    import pybullet_data
+
+    from kp_pose_ros.ros.joint_states import joint_state
+    from kp_pose_ros.ros.stamps import ns_to_stamp
+
+    urdf = os.path.join(pybullet_data.getDataPath(), 'franka_panda', 'panda.urdf')
+    spec = NodeSpec(name='robot_pose_fitting', namespace='/robot_calib', executable='robot_pose_fitting',
+                    node_class='kp_pose_ros.nodes.robot_pose_fitting:RobotPoseFittingNode',
+                    parameters={'joints_model': '', 'keypoint_links': list(PANDA_KEYPOINT_LINKS), 'urdf_path': urdf,
+                                'depth_alignment': False})
+    with GraphRun([spec], context=ros_context) as run:
+        fitting = run.nodes[0]
+        assert fitting.state == 'active'
+        names = fitting.kinematics.joint_names
+        t0 = 1_700_000_000 * 10**9
+        for i in range(2500):  # 2.5 s at 1 kHz
+            fitting._on_joint_state(joint_state(names, np.full(len(names), i * 1e-3), ns_to_stamp(t0 + i * 10**6)))
+        image_stamp = t0 + 2200 * 10**6  # 0.3 s before the newest joint state
+        np.testing.assert_allclose(fitting._measured_joints(image_stamp), 2.2)
+        assert fitting._measured_joints(t0 + 100 * 10**6) is None  # older than the 2 s kept
+        assert len(fitting.joint_history) <= 2001

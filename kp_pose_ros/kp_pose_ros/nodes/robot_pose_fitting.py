@@ -43,6 +43,10 @@ from kp_pose_ros.ros.robot_model import RobotModelSource
 from kp_pose_ros.ros.stamps import stamp_to_ns
 
 JOINT_MODES = ('auto', 'known', 'unknown')
+# Joint states kept for pairing with images: the last 2 s (keypoints reach the fit up to a few hundred ms after their
+# image), at most 20000 messages (10 kHz for 2 s).
+JOINT_HISTORY_S = 2.0
+JOINT_HISTORY_MAX = 20000
 
 
 class RobotPoseFittingNode(PipelineNode):
@@ -119,10 +123,11 @@ class RobotPoseFittingNode(PipelineNode):
         self.images: deque[Image] = deque(maxlen=10)
         self.pending: KeypointArray | None = None
         self.window: deque = deque(maxlen=max(1, p.static_camera_frames))
-        self.joint_history: deque[JointState] = deque(maxlen=100)
+        # The last JOINT_HISTORY_S seconds of joint states, however fast the arm publishes them (1 kHz is common).
+        self.joint_history: deque[JointState] = deque(maxlen=JOINT_HISTORY_MAX)
         sensor_qos = qos_profile(p.qos_reliability, p.qos_depth)
         self.camera_info = CameraInfoCache(self, qos=sensor_qos)
-        self.create_subscription(JointState, '/joint_states', self.joint_history.append, 50)
+        self.create_subscription(JointState, '/joint_states', self._on_joint_state, 50)
         self.create_subscription(KeypointArray, 'keypoints_3d', self._on_keypoints, KEYPOINT_QUEUE)
         if p.publish_debug_image:
             self.create_subscription(Image, 'image', self.images.append, sensor_qos)
@@ -180,6 +185,13 @@ class RobotPoseFittingNode(PipelineNode):
         with self.fit_lock:
             self.kinematics, self.depth_fitter, self.regressor = kinematics, fitter, regressor
             self.last_depth_pose = None
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        history = self.joint_history
+        history.append(msg)
+        oldest_kept = stamp_to_ns(msg.header.stamp) - int(JOINT_HISTORY_S * 1e9)
+        while len(history) > 1 and stamp_to_ns(history[0].header.stamp) < oldest_kept:
+            history.popleft()
 
     @staticmethod
     def _nearest(messages, stamp_ns: int, max_offset_s: float):
