@@ -40,6 +40,11 @@ HEATMAP_STRIDE = 4
 # to train on than the whole input, so more samples fit the CPU budget. Validation and run time use the whole input.
 TRAIN_CROP_SIZE = (256, 192)
 HEATMAP_SIGMA = 2.0
+# Target peak of a keypoint in the image but hidden (by another link, an object or a pasted occluder). Visible ones
+# peak at 1, those outside the image have no peak. A low peak keeps the guessed position in the map for callers that
+# want it, while a confidence threshold above it (the manifest's, chosen for 95 % reliability) drops the guess: a
+# user must be able to trust a keypoint reported above the threshold.
+OCCLUDED_PEAK = 0.2
 PAD_VALUE = 114
 # ImageNet statistics: any fixed normalisation works for a network trained from scratch; these are the usual ones.
 MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -65,7 +70,8 @@ AUGMENTATIONS = {
     'affine': 'p=0.8: scale 0.7-1.35, rotation +-15 deg (camera roll), shift +-12 % of the input',
     'crop': f'random {TRAIN_CROP_SIZE[0]}x{TRAIN_CROP_SIZE[1]} window of the {INPUT_SIZE[0]}x{INPUT_SIZE[1]} input',
     'colour': 'brightness +-40, contrast 0.6-1.4, per-channel gain 0.8-1.2, saturation 0.4-1.5, gamma 0.7-1.5',
-    'occluders': 'p=0.5: 1-3 shapes or procedural-texture patches, 5-30 % of the input side each',
+    'occluders': 'p=0.5: 1-3 shapes or procedural-texture patches, 5-30 % of the input side each, the first on a '
+                 f'keypoint half of the time; keypoints under them get target peak {OCCLUDED_PEAK}',
     'blur': 'p=0.3: Gaussian sigma 0.3-1.5 px, or p=0.1: motion blur 3-9 px',
     'noise': 'p=0.5: Gaussian, sigma 2-10 grey levels',
     'jpeg': 'p=0.2: JPEG quality 40-90',
@@ -222,16 +228,21 @@ def normalise(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(x, -1, -3))
 
 
-def gaussian_heatmaps(points_input: np.ndarray, valid: np.ndarray, input_size=INPUT_SIZE,
+def target_peaks(in_image: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """Per-keypoint target peak: 1 where visible, OCCLUDED_PEAK where in the image but hidden, 0 outside."""
+    in_image, visible = np.asarray(in_image, dtype=bool), np.asarray(visible, dtype=bool)
+    return np.where(visible & in_image, 1.0, np.where(in_image, OCCLUDED_PEAK, 0.0)).astype(np.float32)
+
+
+def gaussian_heatmaps(points_input: np.ndarray, peaks: np.ndarray, input_size=INPUT_SIZE,
                       stride: int = HEATMAP_STRIDE, sigma: float = HEATMAP_SIGMA) -> np.ndarray:
-    """(K, H/stride, W/stride) float32 targets: a peak-1 Gaussian at each valid keypoint, zeros for the rest."""
+    """(K, H/stride, W/stride) float32 targets: a Gaussian at each keypoint scaled to its peak (see target_peaks)."""
     width, height = input_size[0] // stride, input_size[1] // stride
     centres = input_to_heatmap(np.nan_to_num(points_input), stride)
     xs, ys = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
     gx = np.exp(-0.5 * ((xs[None, :] - centres[:, :1]) / sigma) ** 2)
     gy = np.exp(-0.5 * ((ys[None, :] - centres[:, 1:]) / sigma) ** 2)
-    maps = gy[:, :, None] * gx[:, None, :]
-    maps[~np.asarray(valid, dtype=bool)] = 0.0
+    maps = gy[:, :, None] * gx[:, None, :] * np.asarray(peaks, dtype=np.float64)[:, None, None]
     return maps.astype(np.float32)
 
 
@@ -244,12 +255,19 @@ def _random_affine(rng: np.random.Generator, size) -> np.ndarray:
     return M
 
 
-def _occlude(image: np.ndarray, rng: np.random.Generator) -> None:
+def _occlude(image: np.ndarray, rng: np.random.Generator, targets: np.ndarray) -> np.ndarray:
+    """Paste 1-3 random shapes over `image` in place, the first centred on one of `targets` (keypoint pixels) half
+    of the time, so hidden keypoints are common enough to learn from; returns the (H, W) bool mask they cover."""
     height, width = image.shape[:2]
-    for _ in range(int(rng.integers(1, 4))):
+    covered = np.zeros((height, width), bool)
+    for k in range(int(rng.integers(1, 4))):
         w = max(2, int(rng.uniform(0.05, 0.3) * width))
         h = max(2, int(rng.uniform(0.05, 0.3) * height))
         x, y = int(rng.integers(-w // 2, width - w // 2)), int(rng.integers(-h // 2, height - h // 2))
+        if k == 0 and len(targets) and rng.random() < 0.5:
+            cx, cy = targets[int(rng.integers(len(targets)))]
+            x, y = int(cx) - w // 2 + int(rng.integers(-w // 4, w // 4 + 1)), int(cy) - h // 2
+
         mask = np.zeros((h, w), np.uint8)
         kind = int(rng.integers(3))
         if kind == 0:
@@ -265,6 +283,8 @@ def _occlude(image: np.ndarray, rng: np.random.Generator) -> None:
             continue
         region = mask[y0 - y:y1 - y, x0 - x:x1 - x].astype(bool)
         image[y0:y1, x0:x1][region] = fill[y0 - y:y1 - y, x0 - x:x1 - x][region]
+        covered[y0:y1, x0:x1] |= region
+    return covered
 
 
 def _motion_kernel(rng: np.random.Generator) -> np.ndarray:
@@ -276,14 +296,15 @@ def _motion_kernel(rng: np.random.Generator) -> np.ndarray:
     return kernel / max(kernel.sum(), 1e-6)
 
 
-def augment(image: np.ndarray, keypoints: np.ndarray, valid: np.ndarray, content: Sequence[int],
+def augment(image: np.ndarray, keypoints: np.ndarray, peaks: np.ndarray, content: Sequence[int],
             rng: np.random.Generator, crop_size=TRAIN_CROP_SIZE, pad_value: int = PAD_VALUE
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image cropped to crop_size, keypoints, valid) after a random geometric and photometric augmentation (see
+    """(image cropped to crop_size, keypoints, peaks) after a random geometric and photometric augmentation (see
     AUGMENTATIONS).
 
-    Padding stays exactly `pad_value`, as the letterbox makes it at run time; a keypoint is valid (has a target)
-    when it was in the image and still lands inside the crop.
+    Padding stays exactly `pad_value`, as the letterbox makes it at run time. A keypoint keeps its target peak (see
+    target_peaks) while it lands inside the crop and the letterboxed content, drops to 0 outside, and to at most
+    OCCLUDED_PEAK under a pasted occluder.
     """
     height, width = image.shape[:2]
     crop_w, crop_h = crop_size
@@ -296,8 +317,10 @@ def augment(image: np.ndarray, keypoints: np.ndarray, valid: np.ndarray, content
                            borderValue=(pad_value,) * 3)
     mask = cv2.warpAffine(mask, M, (crop_w, crop_h), flags=cv2.INTER_NEAREST, borderValue=0)
     keypoints = keypoints @ M[:, :2].T + M[:, 2]
-    inside = np.all((keypoints >= -0.5) & (keypoints < np.array([crop_w, crop_h]) - 0.5), axis=1)
-    valid = valid & inside
+    cols, rows = np.round(np.nan_to_num(keypoints, nan=-1.0)).astype(int).T
+    inside = (cols >= 0) & (cols < crop_w) & (rows >= 0) & (rows < crop_h)
+    inside[inside] = mask[rows[inside], cols[inside]] > 0
+    peaks = np.where(inside, peaks, 0.0).astype(np.float32)
 
     x = image.astype(np.float32)
     x = (x - x.mean()) * rng.uniform(0.6, 1.4) + x.mean() + rng.uniform(-40.0, 40.0)
@@ -306,7 +329,10 @@ def augment(image: np.ndarray, keypoints: np.ndarray, valid: np.ndarray, content
     x = grey + (x - grey) * rng.uniform(0.4, 1.5)
     x = 255.0 * (np.clip(x, 0.0, 255.0) / 255.0) ** rng.uniform(0.7, 1.5)
     if rng.random() < 0.5:
-        _occlude(x, rng)
+        covered = _occlude(x, rng, np.column_stack([cols, rows])[inside & (peaks > 0)])
+        hidden = inside.copy()
+        hidden[inside] = covered[rows[inside], cols[inside]]
+        peaks[hidden] = np.minimum(peaks[hidden], OCCLUDED_PEAK)
     if rng.random() < 0.3:
         x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.3, 1.5))
     elif rng.random() < 0.1:
@@ -319,13 +345,13 @@ def augment(image: np.ndarray, keypoints: np.ndarray, valid: np.ndarray, content
         if ok:
             out = cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED)
     out[mask == 0] = pad_value
-    return out, keypoints, valid
+    return out, keypoints, peaks
 
 
 class HeatmapDataset(torch.utils.data.Dataset):
-    """Augmented, cropped (input, target heatmaps, valid) samples. Index i >= len(frames) is frame i % len(frames)
-    with a fresh augmentation: samplers hand out `epoch * len + k`, which keeps every epoch's draws distinct and
-    seeded."""
+    """Augmented, cropped (input, target heatmaps, target peaks) samples. Index i >= len(frames) is frame
+    i % len(frames) with a fresh augmentation: samplers hand out `epoch * len + k`, which keeps every epoch's draws
+    distinct and seeded."""
 
     def __init__(self, frames: FrameSet, seed: int) -> None:
         self.frames, self.seed = frames, seed
@@ -337,9 +363,10 @@ class HeatmapDataset(torch.utils.data.Dataset):
         f = self.frames
         k = index % len(f)
         rng = np.random.default_rng((self.seed, index))
-        image, keypoints, valid = augment(f.images[k], f.keypoints[k], f.in_image[k], f.content[k], rng)
-        target = gaussian_heatmaps(keypoints, valid, image.shape[1::-1])
-        return torch.from_numpy(normalise(image)), torch.from_numpy(target), torch.from_numpy(valid)
+        peaks = target_peaks(f.in_image[k], f.visible[k])
+        image, keypoints, peaks = augment(f.images[k], f.keypoints[k], peaks, f.content[k], rng)
+        target = gaussian_heatmaps(keypoints, peaks, image.shape[1::-1])
+        return torch.from_numpy(normalise(image)), torch.from_numpy(target), torch.from_numpy(peaks)
 
 
 class EpochSampler(torch.utils.data.Sampler):
