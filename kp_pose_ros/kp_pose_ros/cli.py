@@ -9,6 +9,7 @@
   kp-pose demo [--duration 8]
   kp-pose play BAG [--rate 2] [--loop] [--clock] [--remap /camera/color/image_raw:=/image] [--topics T ...]
   kp-pose record OUT /camera/color/image_raw /tf_static [--storage mcap|sqlite3] [--duration 10]
+  kp-pose eval robot_keypoints --dataset DIR [--model M.onnx] [--threshold T] [--out results.json]
 """
 from __future__ import annotations
 
@@ -130,6 +131,25 @@ def cmd_bench(args) -> int:
     return run_benchmark(args.name, args.output)
 
 
+def cmd_eval(args) -> int:
+    from kp_pose_ros.paths import model_file
+    from kp_pose_ros.robot import keypoint_accuracy as ka
+    from kp_pose_ros.robot.keypoints import RobotKeypointDetector
+
+    model = args.model or str(model_file('robot_keypoints_panda.onnx'))
+    detector = RobotKeypointDetector(model, providers=args.providers, threads=args.threads)
+    threshold = args.threshold if args.threshold is not None else detector.suggested_confidence_threshold
+    summaries = {}
+    for dataset in args.dataset:
+        summaries[dataset] = ka.summarise(ka.detect_dataset(detector, dataset), threshold)
+        print(ka.report(dataset, summaries[dataset]), flush=True)
+    if args.out:
+        with open(args.out, 'w', encoding='utf-8') as f:
+            json.dump({'model': model, 'provider': detector.provider, 'datasets': summaries}, f, indent=1)
+        print(f'kp-pose: results written to {args.out}')
+    return 0
+
+
 def cmd_play(args) -> int:
     from kp_pose_ros.ros.bags import play
 
@@ -180,6 +200,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('name')
     p.add_argument('--output', default=None, help='results file (default results/<name>.json)')
     p.set_defaults(fn=cmd_bench)
+    p = sub.add_parser('eval', help='accuracy of a pipeline stage on an annotated dataset')
+    p.add_argument('stage', choices=('robot_keypoints',))
+    p.add_argument('--dataset', nargs='+', required=True,
+                   help='robot-layout dataset folder(s) (sim.dataset: meta.yaml, annotations.jsonl, rgb/)')
+    p.add_argument('--model', default=None, help='ONNX model with its YAML manifest (default: the shipped one)')
+    p.add_argument('--threshold', type=float, default=None,
+                   help="confidence threshold (default: the manifest's suggested_confidence_threshold)")
+    p.add_argument('--providers', default='auto', help='auto, cpu, cuda or tensorrt')
+    p.add_argument('--threads', type=int, default=0, help='onnxruntime intra-op threads (0: its default)')
+    p.add_argument('--out', default=None, help='write the figures as JSON here')
+    p.set_defaults(fn=cmd_eval)
     p = sub.add_parser('play', help='replay a rosbag2 bag (sqlite3 or MCAP), header stamps preserved')
     p.add_argument('bag', help='bag folder (or one .mcap / .db3 file)')
     p.add_argument('--rate', type=float, default=1.0, help='playback speed factor')

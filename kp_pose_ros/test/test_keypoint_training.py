@@ -6,7 +6,6 @@ pytest.importorskip('torch', reason='training needs torch (main stack only)')
 
 from kp_pose_ros.core.heatmaps import input_to_heatmap  # noqa: E402
 from kp_pose_ros.training import keypoint_data as kd  # noqa: E402
-from kp_pose_ros.training.train_keypoints import CORRECT_PX, confidence_reliability  # noqa: E402
 
 
 def test_target_peaks_follow_visibility():
@@ -39,30 +38,3 @@ def test_augment_keeps_only_keypoints_in_the_crop_and_lowers_occluded_ones():
         assert got[2] <= kd.OCCLUDED_PEAK  # never promoted to visible
         seen_occluded |= bool(inside[0] and got[0] == kd.OCCLUDED_PEAK)
     assert seen_occluded, 'pasted occluders never covered the centre keypoint in 100 draws'
-
-
-def test_confidence_reliability_picks_the_lowest_threshold_that_is_right_95_percent_of_the_time():
-    rng = np.random.default_rng(3)
-    n = 4000
-    confidence = rng.uniform(0.0, 1.0, n)
-    # Right with probability equal to the confidence: above t, P(right) = (1 + t) / 2 >= 0.95 from t = 0.9.
-    right = rng.uniform(0.0, 1.0, n) < confidence
-    errors = np.where(right, 0.5 * CORRECT_PX, 3 * CORRECT_PX)
-    errors[:5] = np.nan  # behind the camera: never right
-    in_image = np.ones(n, bool)
-    visible = confidence > 0.2
-    report = confidence_reliability(confidence, errors, in_image, visible)
-    assert report['threshold_meets_target']
-    assert 0.86 <= report['threshold'] <= 0.93
-    assert report['reliability_above_threshold'] >= 0.95
-    assert report['occluded_above'] == 0.0
-    assert sum(b['count'] for b in report['per_bin']) == n
-    top = report['per_bin'][-1]
-    assert top['right'] > 0.9 and report['per_bin'][0]['right'] < 0.15
-
-
-def test_confidence_reliability_says_when_no_threshold_is_reliable():
-    confidence = np.linspace(0.0, 1.0, 100)
-    errors = np.full(100, 100.0)
-    report = confidence_reliability(confidence, errors, np.ones(100, bool), np.ones(100, bool))
-    assert not report['threshold_meets_target']

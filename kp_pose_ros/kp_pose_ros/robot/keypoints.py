@@ -36,6 +36,9 @@ class RobotKeypointDetector(OnnxWrapper):
             self.output_name = str(manifest_value(manifest, 'output.name', model_path))
             self.stride = float(manifest_value(manifest, 'output.stride', model_path))
             self.smoothing_sigma = float(manifest_value(manifest, 'decoding.smoothing_sigma', model_path))
+            # Above this confidence, the model's evaluation found TARGET_RELIABILITY of keypoints right.
+            self.suggested_confidence_threshold = float(
+                manifest_value(manifest, 'decoding.suggested_confidence_threshold', model_path))
         except (TypeError, ValueError) as exc:
             raise ModelLoadError(f'model manifest {model_path.with_suffix(".yaml")} is malformed: {exc}') from exc
         if channels != 3 or self._mean.shape != (3,) or self._std.shape != (3,) or np.any(self._std <= 0):

@@ -28,21 +28,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
 from kp_pose_ros.core.heatmaps import decode_heatmaps, heatmap_to_input
+from kp_pose_ros.robot import keypoint_accuracy as ka
 from kp_pose_ros.robot.keypoints import RobotKeypointDetector
-from kp_pose_ros.sim.dataset import load_annotations, load_frame
 from kp_pose_ros.training import keypoint_data as kd
 
 MODEL_NAME = 'robot_keypoints_panda'
 ONNX_OPSET = 17
 INPUT_NAME, OUTPUT_NAME = 'image', 'heatmaps'
-# Errors are also reported scaled to a 640-pixel-wide image, so cameras of different resolutions compare.
-REFERENCE_WIDTH = 640
-PCK_THRESHOLDS_PX = (5, 10, 15)
-# A keypoint is "right" within this many pixels (640-pixel-wide reference), and the suggested confidence threshold
-# is the lowest one above which this fraction of reported keypoints are right (issue 8's bar for the robot model).
-CORRECT_PX = 15.0
-TARGET_RELIABILITY = 0.95
-CONFIDENCE_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, np.inf)
 SMOOTHING_CANDIDATES = (0.0, 0.5, 1.0, 1.5, 2.0)
 # Foreground pixels of the MSE weigh up to this much more than background: without it a network trained from
 # scratch first settles on all-zero maps (the keypoint Gaussians are ~0.3 % of the pixels).
@@ -132,7 +124,7 @@ def pixels_from_heatmaps(heatmaps: np.ndarray, frames: kd.FrameSet, smoothing_si
 def reference_errors(pixels: np.ndarray, frames: kd.FrameSet) -> np.ndarray:
     """(F, K) keypoint errors scaled to a REFERENCE_WIDTH-wide image (NaN where the truth is not finite)."""
     widths = np.array([frames.specs[s].width for s in frames.shard], dtype=float)
-    return np.linalg.norm(pixels - frames.keypoints_px, axis=-1) * (REFERENCE_WIDTH / widths)[:, None]
+    return np.linalg.norm(pixels - frames.keypoints_px, axis=-1) * (ka.REFERENCE_WIDTH / widths)[:, None]
 
 
 def train(model: nn.Module, frames: kd.FrameSet, val: kd.FrameSet, args, log) -> tuple[nn.Module, dict]:
@@ -223,94 +215,34 @@ def export_onnx(model: nn.Module, path: Path, sample: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------- evaluation
-def _stats(errors: np.ndarray) -> dict:
-    if errors.size == 0:
-        return {'count': 0}
-    out = {'count': int(errors.size), 'mean_px': round(float(errors.mean()), 2),
-           'median_px': round(float(np.median(errors)), 2), 'p90_px': round(float(np.percentile(errors, 90)), 2)}
-    for t in PCK_THRESHOLDS_PX:
-        out[f'pck_{t}px'] = round(float(np.mean(errors <= t)), 4)
-    return out
-
-
-def confidence_reliability(confidence: np.ndarray, errors_px: np.ndarray, in_image: np.ndarray,
-                           visible: np.ndarray) -> dict:
-    """What a confidence means, measured: per confidence bin, how often a keypoint is right (within CORRECT_PX of
-    the truth, at a 640-pixel-wide reference); and the lowest threshold above which at least TARGET_RELIABILITY of
-    reported keypoints are right, with what it keeps (visible keypoints reported) and what it lets through
-    (occluded and out-of-image keypoints above it). Arrays are flat, one entry per keypoint and frame."""
-    confidence, errors_px = np.asarray(confidence, float), np.asarray(errors_px, float)
-    in_image, visible = np.asarray(in_image, bool), np.asarray(visible, bool)
-    right = np.nan_to_num(errors_px, nan=np.inf) <= CORRECT_PX
-    bins = []
-    for lo, hi in zip(CONFIDENCE_BINS[:-1], CONFIDENCE_BINS[1:]):
-        sel = (confidence >= lo) & (confidence < hi)
-        bins.append({'confidence': [lo, round(hi, 2) if np.isfinite(hi) else 'inf'], 'count': int(sel.sum()),
-                     'right': round(float(right[sel].mean()), 4) if sel.any() else None})
-    candidates = np.round(np.arange(0.05, 0.96, 0.01), 2)
-    reliability = np.array([right[confidence >= t].mean() if np.any(confidence >= t) else 1.0 for t in candidates])
-    meets = np.nonzero(reliability >= TARGET_RELIABILITY)[0]
-    threshold = float(candidates[meets[0]]) if meets.size else float(candidates[-1])
-    above = confidence >= threshold
-    occluded = in_image & ~visible
-    return {
-        'correct_px': CORRECT_PX, 'target_reliability': TARGET_RELIABILITY,
-        'threshold': threshold, 'threshold_meets_target': bool(meets.size),
-        'reliability_above_threshold': round(float(right[above].mean()), 4) if above.any() else None,
-        'visible_reported': round(float(above[visible].mean()), 4) if visible.any() else None,
-        'visible_reported_and_right': round(float((above & right)[visible].mean()), 4) if visible.any() else None,
-        'occluded_above': round(float(above[occluded].mean()), 4) if occluded.any() else None,
-        'outside_image_above': round(float(above[~in_image].mean()), 4) if (~in_image).any() else None,
-        'keypoints': int(confidence.size), 'per_bin': bins,
-    }
-
-
 def evaluate_detector(model_path: Path, root: Path, specs: list, threads: int) -> tuple[dict, dict]:
-    """Accuracy of the shipped runtime (ONNX + manifest) on the full-resolution validation shards, and its latency.
-
-    Errors are in each camera's own pixels and, for 'all', scaled to a REFERENCE_WIDTH-wide image."""
+    """Accuracy of the shipped runtime (ONNX + manifest) on the full-resolution validation shards, and its latency,
+    through robot.keypoint_accuracy (what `kp-pose eval robot_keypoints` reports on any dataset)."""
     detector = RobotKeypointDetector(model_path, providers='cpu', threads=threads)
-    names = detector.keypoint_names
-    per_camera, scaled, all_conf, all_in, all_visible, all_errors = {}, [], [], [], [], []
-    per_keypoint = {n: [] for n in names}
-    latency = {}
-    for spec in specs:
-        path = root / spec.name
-        errors, visible, conf, in_image, times = [], [], [], [], []
-        for ann in load_annotations(path):
-            rgb, _, _ = load_frame(path, ann)
-            t0 = time.perf_counter()
-            pixels, confidence = detector.detect(rgb)
-            times.append(time.perf_counter() - t0)
-            errors.append(np.linalg.norm(pixels - ann['keypoints_px'], axis=1))
-            visible.append(ann['visible'])
-            in_image.append(ann['in_image'])
-            conf.append(confidence)
-        errors, visible, in_image, conf = map(np.array, (errors, visible, in_image, conf))
-        occluded = in_image & ~visible
-        per_camera[spec.name.removeprefix('val_')] = {
-            'resolution': [spec.width, spec.height], 'hfov_deg': spec.hfov_deg, 'frames': len(errors),
-            'visible': _stats(errors[visible]), 'in_image_occluded': _stats(errors[occluded])}
-        factor = REFERENCE_WIDTH / spec.width
-        scaled.append(errors[visible] * factor)
-        for k, n in enumerate(names):
-            per_keypoint[n].append(errors[visible[:, k], k] * factor)
-        all_conf.append(conf.ravel())
-        all_in.append(in_image.ravel())
-        all_visible.append(visible.ravel())
-        all_errors.append((errors * factor).ravel())
-        key = f'{spec.width}x{spec.height}'
-        latency.setdefault(key, []).extend(times)
+    results = {spec.name.removeprefix('val_'): ka.detect_dataset(detector, root / spec.name) for spec in specs}
+    pooled = {key: np.concatenate([r[key] for r in results.values()])
+              for key in ('errors_ref', 'confidence', 'in_image', 'visible', 'latency_s')}
+    pooled.update(image_size=[ka.REFERENCE_WIDTH, None], keypoint_names=detector.keypoint_names)
+    summary = ka.summarise(pooled)
+    per_camera = {}
+    for spec, (name, r) in zip(specs, results.items()):
+        occluded = r['in_image'] & ~r['visible']
+        per_camera[name] = {'resolution': [spec.width, spec.height], 'hfov_deg': spec.hfov_deg,
+                            'frames': len(r['errors_px']), 'visible': ka.error_stats(r['errors_px'][r['visible']]),
+                            'in_image_occluded': ka.error_stats(r['errors_px'][occluded])}
     metrics = {
         'data': 'validation shards (own seeds, never trained on) at full resolution, '
                 f'{kd.VALIDATION_DISTRACTORS} distractors, the training camera-placement ranges (truncation)',
         'keypoints_counted': 'visible (in the image and not occluded), errors in pixels',
-        'all_cameras_at_640px_width': _stats(np.concatenate(scaled)),
+        'all_cameras_at_640px_width': summary['visible_at_640px_width'],
         'per_camera': per_camera,
-        'per_keypoint_at_640px_width': {n: _stats(np.concatenate(v)) for n, v in per_keypoint.items()},
-        'confidence': confidence_reliability(*(np.concatenate(v) for v in (all_conf, all_errors, all_in,
-                                                                             all_visible))),
+        'per_keypoint_at_640px_width': summary['per_keypoint_at_640px_width'],
+        'per_frame': summary['per_frame'],
+        'confidence': summary['confidence'],
     }
+    latency = {}
+    for r in results.values():
+        latency.setdefault('{}x{}'.format(*r['image_size']), []).extend(r['latency_s'])
     latency_ms = {k: {'median_ms': round(1000 * float(np.median(v)), 1),
                       'p95_ms': round(1000 * float(np.percentile(v, 95)), 1)} for k, v in latency.items()}
     return metrics, latency_ms
@@ -359,7 +291,8 @@ def manifest(args, names: tuple, smoothing: float, smoothing_errors: dict, train
         'decoding': {'method': 'argmax + DARK Newton step on the log of the smoothed map (core.heatmaps)',
                      'smoothing_sigma': smoothing, 'smoothing_sigma_val_mean_px': smoothing_errors,
                      'confidence': 'heatmap peak value; at the suggested threshold, '
-                                   f'{TARGET_RELIABILITY:.0%} of reported keypoints are within {CORRECT_PX:g} px '
+                                   f'{ka.TARGET_RELIABILITY:.0%} of reported keypoints are within '
+                                   f'{ka.CORRECT_PX:g} px '
                                    '(metrics.confidence)',
                      'suggested_confidence_threshold': metrics['confidence']['threshold']},
         'architecture': {
