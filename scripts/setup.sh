@@ -25,13 +25,15 @@ PY=$VENV/bin/python
 # The rclpy wheels re-execute Python once with this set; a value leaked from another venv breaks rclpy's import.
 unset _ROS_WHEELS_BOOTSTRAP_COMPLETE || true
 
-req_hash=$(hash_of "$REQUIREMENTS")
+NODEPS=$ROOT/scripts/requirements-nodeps.txt
+req_hash=$(hash_of "$REQUIREMENTS" "$NODEPS")
 if ! stamp_ok requirements "$req_hash"; then
   log "installing Python packages (first run: a few minutes, torch is about 3 GB)"
   "$PY" -m pip install -q --upgrade pip wheel setuptools
   # torch first and pinned, so that nothing later swaps it for another build.
   "$PY" -m pip install -q $(grep -E '^torch(vision)?==' "$REQUIREMENTS")
   "$PY" -m pip install -q -r "$REQUIREMENTS"
+  "$PY" -m pip install -q --no-deps -r "$NODEPS"
   stamp_set requirements "$req_hash"
 fi
 

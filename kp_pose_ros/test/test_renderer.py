@@ -174,3 +174,22 @@ def test_panda_renders_one_instance_per_link():
     assert np.isfinite(robot_depth).all() and 0.8 < robot_depth.min() and robot_depth.max() < 2.5
     assert out.rgb[out.instance >= 0].std() > 10  # shaded, not flat
 
+
+
+def test_renderers_outlive_each_other():
+    """Renderers share the process's EGL display: closing or dropping one leaves the others drawing."""
+    first, second, third = MeshRenderer(SMALL), MeshRenderer(SMALL), MeshRenderer(SMALL)
+    for renderer in (first, second, third):
+        _tilted_boxes(renderer)
+    expected = first.render()
+    second.close()
+    del third
+    np.testing.assert_array_equal(first.render().instance, expected.instance)
+    with MeshRenderer(SMALL) as fourth:
+        _tilted_boxes(fourth)
+        np.testing.assert_array_equal(fourth.render().instance, expected.instance)
+    np.testing.assert_array_equal(first.render().rgb, expected.rgb)
+    first.close()
+    with MeshRenderer(SMALL) as again:  # the last close terminated the display; a new renderer starts afresh
+        _tilted_boxes(again)
+        np.testing.assert_array_equal(again.render().instance, expected.instance)

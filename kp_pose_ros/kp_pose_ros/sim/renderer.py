@@ -30,6 +30,11 @@ _OPTICAL_TO_GL = np.diag([1.0, -1.0, -1.0, 1.0])
 _ID_BITS = 24  # instance ids travel through the id pass as 8-bit RGB colours (id + 1; 0 is "nothing hit")
 
 
+# Renderers alive in this process. They share one EGL display, which pyrender terminates when a renderer is deleted,
+# breaking every other renderer: only the last one to close may let pyrender terminate it.
+_live_renderers = 0
+
+
 class RendererError(RuntimeError):
     """The renderer cannot run here (no OpenGL context) or was given something it cannot draw."""
 
@@ -130,6 +135,8 @@ class MeshRenderer:
         self._seg_colors: dict[pyrender.Node, np.ndarray] = {}
         try:
             self._gl = pyrender.OffscreenRenderer(camera.width, camera.height)
+            global _live_renderers
+            _live_renderers += 1
         except Exception as error:  # EGL reports a missing driver/device with several exception types
             raise RendererError(
                 f'cannot create an offscreen OpenGL context (PYOPENGL_PLATFORM={os.environ["PYOPENGL_PLATFORM"]}): '
@@ -197,9 +204,32 @@ class MeshRenderer:
         return RenderResult(rgb=np.ascontiguousarray(rgb, dtype=np.uint8), depth_m=depth_m, instance=instance)
 
     def close(self) -> None:
-        if self._gl is not None:
-            self._gl.delete()
-            self._gl = None
+        global _live_renderers
+        gl, self._gl = self._gl, None
+        if gl is None:
+            return
+        _live_renderers -= 1
+        if _live_renderers == 0:
+            gl.delete()
+            return
+        # Free this renderer's GL objects and context but keep the shared display (pyrender 0.1.45, its last
+        # release, has no public call for this).
+        from OpenGL.EGL import eglDestroyContext
+
+        platform = gl._platform
+        platform.make_current()
+        gl._renderer.delete()
+        eglDestroyContext(platform._egl_display, platform._egl_context)
+        # Forget the display too, or the platform's and renderer's __del__ terminate it after all.
+        platform._egl_context = platform._egl_display = None
+        gl._renderer = gl._platform = None
+
+    def __del__(self) -> None:
+        # A renderer dropped without close() must not let pyrender's own __del__ terminate the shared display.
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: EGL may already be gone
+            pass
 
     def __enter__(self) -> MeshRenderer:
         return self
