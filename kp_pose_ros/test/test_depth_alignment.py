@@ -211,7 +211,7 @@ def test_fitter_finds_an_arm_cut_by_the_image_border(panda):
         scene.randomize_camera()
         trajectory = RandomWaypointTrajectory(scene.joint_limits, seed=100101, speed=0.4,
                                               accept=lambda q: not scene.in_collision(q))
-        scene.set_joint_positions(trajectory.at(1.0))
+        scene.set_joint_positions(trajectory.at(2.0))
         frame = scene.render()
     assert frame.visible.sum() <= 3
     pixels, confidence = RobotKeypointDetector(model_file('robot_keypoints_panda.onnx'), 'cpu').detect(frame.rgb)

@@ -193,3 +193,18 @@ def test_renderers_outlive_each_other():
     with MeshRenderer(SMALL) as again:  # the last close terminated the display; a new renderer starts afresh
         _tilted_boxes(again)
         np.testing.assert_array_equal(again.render().instance, expected.instance)
+
+
+def test_renders_from_another_thread_than_the_one_that_built_it():
+    """A node builds its scene at configure (executor thread) and renders on a worker thread."""
+    import threading
+
+    with MeshRenderer(SMALL) as renderer:
+        _tilted_boxes(renderer)
+        expected = renderer.render()
+        results = []
+        worker = threading.Thread(target=lambda: results.append(renderer.render()))
+        worker.start()
+        worker.join()
+        np.testing.assert_array_equal(results[0].rgb, expected.rgb)
+        np.testing.assert_array_equal(renderer.render().instance, expected.instance)

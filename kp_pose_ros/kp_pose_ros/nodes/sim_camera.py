@@ -21,8 +21,11 @@ from kp_pose_ros.ros.params import Param
 from kp_pose_ros.ros.poses import pose_from_matrix
 from kp_pose_ros.ros.qos import LATCHED_QOS, qos_profile, sensor_qos_params
 from kp_pose_ros.ros.tf import StaticTfBroadcaster, transform_stamped
+from kp_pose_ros.sim.camera_effects import EffectRanges
 from kp_pose_ros.sim.camera_presets import PRESET_NAMES, camera_from_fov, preset
-from kp_pose_ros.sim.scene import SceneConfig, SimScene
+from kp_pose_ros.sim.depth_sensors import DEPTH_SENSOR_NAMES
+from kp_pose_ros.sim.renderer import RendererError
+from kp_pose_ros.sim.scene import RENDERERS, SceneConfig, SimScene
 from kp_pose_ros.sim.trajectory import RandomWaypointTrajectory
 
 # Optical frame axes (z forward, x right, y down) expressed in the camera body frame (x forward, y left, z up), REP 103.
@@ -73,9 +76,19 @@ class SimCameraNode(PipelineNode):
               'Draw a new random camera pose this often (0: the camera never moves).',
               min_value=0.0, max_value=3600.0),
         Param('num_distractors', 0, 'Distractor objects placed around the robot.', min_value=0, max_value=20),
-        Param('random_background', True, 'Random procedural floor and background textures.'),
+        Param('random_background', True, 'Random floor and background: real photographs (where installed) and '
+              'procedural textures.'),
+        Param('renderer', 'pbr', '"pbr": OpenGL through EGL (materials, several lights, soft shadows, '
+              'anti-aliasing); "tiny": pybullet\'s TinyRenderer (flat, faster, no OpenGL needed).',
+              choices=RENDERERS),
+        Param('depth_sensor', 'gaussian', 'Depth sensor model: "gaussian" (depth_noise_std_m), "ideal", "stereo", '
+              '"tof", or a camera preset (realsense_d435: holes, flying pixels, scale bias, misregistration; '
+              'azure_kinect_nfov: time of flight).', choices=DEPTH_SENSOR_NAMES),
         Param('depth_noise_std_m', 0.002, 'Gaussian depth noise at 1 m, growing with the square of the distance like a '
-              'stereo camera\'s (0.002: about a RealSense D435\'s at 1 m).', min_value=0.0, max_value=0.05),
+              'stereo camera\'s (0.002: about a RealSense D435\'s at 1 m); depth_sensor "gaussian" only.',
+              min_value=0.0, max_value=0.05),
+        Param('camera_effects', False, 'Draw a colour camera per frame: exposure, white balance, blur, shot and '
+              'read noise, gamma, JPEG (sim.camera_effects).'),
         Param('camera_name', 'camera', 'Frame prefix: <name>_link, <name>_color_frame, <name>_color_optical_frame.'),
         Param('base_frame', 'panda_link0', 'The robot base frame the ground truth is expressed in.'),
         Param('publish_robot_state', True, 'Also publish /joint_states and /robot_description, as a real robot does.'),
@@ -90,9 +103,15 @@ class SimCameraNode(PipelineNode):
         p = self.p
         camera = (camera_from_fov(p.width, p.height, p.hfov_deg) if p.camera_model == 'fov'
                   else preset(p.camera_model))
-        self.scene = SimScene(SceneConfig(camera=camera, num_distractors=p.num_distractors,
-                                          random_background=p.random_background,
-                                          depth_noise_std_m=p.depth_noise_std_m), seed=p.seed)
+        depth = (dict(depth_noise_std_m=p.depth_noise_std_m) if p.depth_sensor == 'gaussian'
+                 else dict(depth_sensor=p.depth_sensor))
+        try:
+            self.scene = SimScene(SceneConfig(camera=camera, num_distractors=p.num_distractors,
+                                              random_background=p.random_background, renderer=p.renderer,
+                                              camera_effects=EffectRanges() if p.camera_effects else None, **depth),
+                                  seed=p.seed)
+        except RendererError as exc:
+            raise ConfigureError(f'{exc} (renderer:=tiny needs no OpenGL)') from exc
         self.camera = camera
         # Waypoints in collision with the floor or the arm itself are redrawn (the motion between is not checked).
         self.trajectory = RandomWaypointTrajectory(self.scene.joint_limits, seed=p.seed, speed=p.joint_speed,

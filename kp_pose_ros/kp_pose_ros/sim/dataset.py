@@ -6,6 +6,7 @@ lighting, floor, backdrop and distractor placement. The output is deterministic 
 Layout (LAYOUT_VERSION 1) of DIR:
     meta.yaml           generator, layout_version, seed, num_frames, complete, camera (width, height, K, D,
                         distortion_model), keypoint_links, joint_names, link_names, depth_unit_m, scene settings
+                        (renderer, depth sensor model, camera effect ranges, the photographs and their licences)
     annotations.jsonl   one JSON object per frame, in frame order (see below)
     rgb/000000.png      colour image, 8-bit (cv2.imread gives BGR as usual)
     depth/000000.png    uint16 depth along the optical axis in millimetres, 0 = no return
@@ -21,10 +22,12 @@ appended with one write call; a line only exists once its images do. meta.yaml s
 last frame. load_annotations also drops a trailing line without its newline, should a write ever be cut short.
 
 CLI: python -m kp_pose_ros.sim.dataset --out DIR --frames N --seed S --camera PRESET [--distractors K]
+     [--renderer pbr|tiny] [--depth-sensor NAME] [--camera-effects]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -37,8 +40,11 @@ import yaml
 
 from kp_pose_ros.core.atomic_file import atomic_open
 from kp_pose_ros.core.image_codec import depth_to_metres, metres_to_depth
+from kp_pose_ros.sim.camera_effects import EffectRanges
 from kp_pose_ros.sim.camera_presets import PRESET_NAMES, preset
-from kp_pose_ros.sim.scene import SceneConfig, SimFrame, SimScene
+from kp_pose_ros.sim.depth_sensors import DEPTH_SENSOR_NAMES
+from kp_pose_ros.sim.photos import licence_records
+from kp_pose_ros.sim.scene import RENDERERS, SceneConfig, SimFrame, SimScene
 
 LAYOUT_VERSION = 1
 GENERATOR = 'kp_pose_ros.sim.dataset'
@@ -81,7 +87,11 @@ def _meta(config: SceneConfig, scene: SimScene, seed: int, frames_per_camera: in
         'link_names': list(scene.link_names), 'depth_unit_m': 0.001,
         'robot_urdf': config.robot_urdf, 'frames_per_camera': int(frames_per_camera),
         'num_distractors': int(config.num_distractors), 'random_background': bool(config.random_background),
-        'depth_noise_std_m': float(config.depth_noise_std_m),
+        'depth_noise_std_m': float(config.depth_noise_std_m), 'renderer': config.renderer,
+        'depth_sensor': type(scene.depth_model).__name__ + ' ' + repr(scene.depth_model),
+        'camera_effects': None if config.camera_effects is None else dataclasses.asdict(config.camera_effects),
+        'photos': [f"{r['source']}: {r['key']} ({r['licence']})" for r in licence_records()]
+        if config.renderer == 'pbr' and config.random_background and config.photo_chance > 0 else [],
     }
 
 
@@ -196,12 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--frames-per-camera', type=int, default=1,
                         help='frames rendered from each random camera pose and appearance')
     parser.add_argument('--no-random-background', action='store_true',
-                        help='plain grey floor and white backdrop instead of random textures')
+                        help='plain grey floor and white backdrop instead of random photographs and textures')
+    parser.add_argument('--renderer', default='pbr', choices=RENDERERS,
+                        help="'pbr' (OpenGL through EGL) or 'tiny' (pybullet's TinyRenderer, the old flat style)")
+    parser.add_argument('--depth-sensor', default='ideal', choices=DEPTH_SENSOR_NAMES,
+                        help='depth sensor model (sim.depth_sensors), e.g. realsense_d435 or azure_kinect_nfov')
+    parser.add_argument('--camera-effects', action='store_true',
+                        help='draw a colour camera per frame (exposure, white balance, blur, noise, gamma, JPEG)')
     args = parser.parse_args(argv)
     if args.frames < 1 or args.distractors < 0 or args.frames_per_camera < 1:
         parser.error('--frames and --frames-per-camera must be >= 1, --distractors >= 0')
     config = SceneConfig(camera=preset(args.camera), num_distractors=args.distractors,
-                         random_background=not args.no_random_background)
+                         random_background=not args.no_random_background, renderer=args.renderer,
+                         depth_sensor=args.depth_sensor, camera_effects=EffectRanges() if args.camera_effects else None)
     step = max(1, args.frames // 20)
 
     def report(done: int, total: int) -> None:

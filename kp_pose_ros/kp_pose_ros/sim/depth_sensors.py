@@ -706,6 +706,10 @@ _GENERIC = MappingProxyType({
 })
 
 
+# Every name depth_model_from_name accepts.
+DEPTH_SENSOR_NAMES: tuple[str, ...] = tuple(_GENERIC) + tuple(DEPTH_MODELS)
+
+
 def depth_model_for_preset(name: str, unit_rng: np.random.Generator | None = None):
     """The default depth model of a camera preset: the nominal unit, or a unit drawn from ``unit_rng``."""
     try:
@@ -719,5 +723,5 @@ def depth_model_from_name(name: str, unit_rng: np.random.Generator | None = None
     """'ideal', 'gaussian', 'stereo' (D435), 'tof' (Azure Kinect NFOV) or a camera preset name."""
     model = _GENERIC.get(name) or DEPTH_MODELS.get(name)
     if model is None:
-        raise ValueError(f'unknown depth model {name!r}; choose one of: {", ".join([*_GENERIC, *DEPTH_MODELS])}')
+        raise ValueError(f'unknown depth model {name!r}; choose one of: {", ".join(DEPTH_SENSOR_NAMES)}')
     return model if unit_rng is None else model.sample_unit(unit_rng)

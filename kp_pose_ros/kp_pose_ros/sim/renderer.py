@@ -142,6 +142,7 @@ class MeshRenderer:
                 f'cannot create an offscreen OpenGL context (PYOPENGL_PLATFORM={os.environ["PYOPENGL_PLATFORM"]}): '
                 f'{error!r}. Headless rendering needs libEGL with Mesa (apt: libegl1 libegl-mesa0) '
                 'or a GPU driver.') from error
+        self._release_context()
 
     def add_mesh(self, mesh: trimesh.Trimesh, instance_id: int, material: Material | None = None) -> pyrender.Node:
         """Adds ``mesh`` (identity pose) and returns its handle. Without ``material`` the mesh keeps its own vertex
@@ -187,12 +188,22 @@ class MeshRenderer:
                                     f'got {rgb.shape} {rgb.dtype}')
         self._background = rgb
 
+    def _release_context(self) -> None:
+        """An EGL context is current to one thread at a time: release it after each use, so whichever thread renders
+        next (a node's worker, say, not the thread that built the renderer) can make it current."""
+        from OpenGL.EGL import EGL_NO_CONTEXT, EGL_NO_SURFACE, eglMakeCurrent
+
+        eglMakeCurrent(self._gl._platform._egl_display, EGL_NO_SURFACE, EGL_NO_SURFACE, EGL_NO_CONTEXT)
+
     def render(self) -> RenderResult:
         flags = pyrender.RenderFlags.RGBA
         if self.shadows:
             flags |= pyrender.RenderFlags.SHADOWS_DIRECTIONAL | pyrender.RenderFlags.SHADOWS_SPOT
-        rgba, _ = self._gl.render(self._scene, flags=flags)
-        seg, depth = self._gl.render(self._scene, flags=pyrender.RenderFlags.SEG, seg_node_map=self._seg_colors)
+        try:
+            rgba, _ = self._gl.render(self._scene, flags=flags)
+            seg, depth = self._gl.render(self._scene, flags=pyrender.RenderFlags.SEG, seg_node_map=self._seg_colors)
+        finally:
+            self._release_context()
         seg = seg.astype(np.int32)
         instance = (seg[..., 0] | (seg[..., 1] << 8) | (seg[..., 2] << 16)) - 1
         depth_m = np.where(instance >= 0, depth, np.nan).astype(np.float32)

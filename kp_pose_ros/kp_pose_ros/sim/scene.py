@@ -1,9 +1,15 @@
 """A pybullet RGB-D scene of a robot arm seen by a pinhole camera, with exact ground truth per frame.
 
-One scene owns one pybullet client (DIRECT, CPU TinyRenderer), so several scenes can live in one process and nothing
-needs a display. The robot's base link frame is the world origin: poses and points "in the base frame" are pybullet
-world coordinates. Everything random (camera placement, textures, lighting, distractor objects, depth noise) is
-drawn from one Generator seeded at construction: the same seed and the same sequence of calls give identical frames.
+One scene owns one pybullet client (DIRECT) for physics, kinematics and collisions, and draws it with the PBR
+renderer (sim.renderer: OpenGL through EGL, headless) or pybullet's TinyRenderer (the old, flat style), so several
+scenes can live in one process and nothing needs a display. The robot's base link frame is the world origin: poses
+and points "in the base frame" are pybullet world coordinates. Everything random is drawn from three Generators
+seeded at construction: geometry (camera placement, arm poses, distractor objects and placement) from `rng`, looks
+(lights, textures, photographs, colours, materials) from `appearance_rng`, sensors (depth sensor unit and noise,
+camera effects) from `sensor_rng`. The same seed and the same sequence of calls give identical frames, and the same
+geometry whatever the renderer and sensor models. After rendering, the configured depth sensor model
+(sim.depth_sensors) and colour camera effects (sim.camera_effects) turn the ideal images into a real camera's; the
+ground truth (segmentation, keypoints, visibility) comes from the ideal ones.
 
 Segmentation values: `link_seg` holds a link index where link 0 is the URDF's base link and link i > 0 is the child
 link of pybullet joint i - 1 (for the Panda, index i is panda_link{i} up to 7, then panda_link8, panda_hand,
@@ -20,6 +26,7 @@ import cv2
 import numpy as np
 import pybullet
 import pybullet_data
+import trimesh
 from pybullet_utils import bullet_client
 
 from kp_pose_ros.core.camera import CameraModel
@@ -27,8 +34,15 @@ from kp_pose_ros.core.transforms import as_transform, invert_transform, make_tra
 from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS
 from kp_pose_ros.robot.surface import with_absolute_mesh_paths
 from kp_pose_ros.sim.backgrounds import random_background
+from kp_pose_ros.sim.camera_effects import CameraEffects, EffectRanges, white_balance_gains
+from kp_pose_ros.sim.camera_effects import apply as apply_camera_effects
 from kp_pose_ros.sim.camera_presets import preset
+from kp_pose_ros.sim.depth_sensors import IdealDepthModel, depth_model_from_name, gaussian
+from kp_pose_ros.sim.photos import random_photo_crop
+from kp_pose_ros.sim.pybullet_mirror import PybulletMirror, instance_id, link_frame, split_instance
+from kp_pose_ros.sim.renderer import Light, Material, MeshRenderer
 
+RENDERERS = ('pbr', 'tiny')
 PANDA_ARM_JOINTS = tuple(f'panda_joint{i}' for i in range(1, 8))
 # Franka's "ready" pose: arm raised, elbow bent, hand pointing down; every link visible from most viewpoints.
 PANDA_READY_POSE = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)
@@ -90,12 +104,36 @@ class SceneConfig:
     ambient_range: tuple[float, float] = (0.3, 0.7)
     diffuse_range: tuple[float, float] = (0.3, 0.8)
     specular_range: tuple[float, float] = (0.0, 0.4)
-    # Shadows double TinyRenderer's render time.
-    shadows: bool = False
+    # 'pbr': sim.renderer (OpenGL through EGL, software on a CPU: metallic-roughness materials, several lights with
+    # filtered shadow maps, 4x MSAA); 'tiny': pybullet's TinyRenderer (flat Phong, one light, aliased edges), the
+    # old style, kept for comparisons and for machines without OpenGL.
+    renderer: str = 'pbr'
+    # None: the renderer's default (pbr: on; tiny: off, as its shadows double its render time).
+    shadows: bool | None = None
+    # PBR lights per scene (a sun-like directional light and/or point and spot lights), their colour temperature,
+    # illuminance at the look-at point (lux-like pyrender units) and the ambient level.
+    light_count_range: tuple[int, int] = (1, 4)
+    light_temperature_range_k: tuple[float, float] = (2700.0, 7500.0)
+    light_intensity_range: tuple[float, float] = (1.5, 6.0)
+    pbr_ambient_range: tuple[float, float] = (0.05, 0.35)
+    # Roughness and metallic of plain-coloured shapes (distractors), drawn per appearance.
+    roughness_range: tuple[float, float] = (0.25, 0.95)
+    metallic_range: tuple[float, float] = (0.0, 0.6)
+    # Share of backdrops and floor textures cut from real photographs (sim.photos, where installed) rather than
+    # procedural ones (pbr renderer; the tiny one keeps procedural textures).
+    photo_chance: float = 0.5
     near_m: float = 0.05
     far_m: float = 10.0
     # Gaussian depth noise of this standard deviation at 1 m, growing with z^2 like a stereo sensor's; 0 = exact.
+    # A shorthand for depth_sensor='gaussian' at this level; set one or the other.
     depth_noise_std_m: float = 0.0
+    # Depth sensor model (sim.depth_sensors): 'ideal', 'gaussian', 'stereo', 'tof' or a camera preset's name
+    # (realsense_d435: active stereo, azure_kinect_nfov: time of flight, ...): holes, flying pixels, noise, bias.
+    # One physical unit (scale bias, misregistration) is drawn per scene from its seed.
+    depth_sensor: str = 'ideal'
+    # Colour camera pipeline (sim.camera_effects: exposure, white balance, defocus and motion blur, shot and read
+    # noise, gamma, JPEG) drawn per frame from these ranges; None: the image as rendered.
+    camera_effects: EffectRanges | None = None
     # Occlusion test of a keypoint against the surface drawn at its pixel. A link frame origin sits inside or on its
     # link's mesh, often behind the visible surface by up to the link's radius and more where a neighbouring link
     # (parent or child) covers the joint: measured on a Panda over 300 random views, the gap to the surface when that
@@ -140,6 +178,26 @@ class SceneConfig:
             raise ValueError(f'floor_texture_pool must be an integer >= 1, got {self.floor_texture_pool}')
         if not self.floor_size_m > 0.0:
             raise ValueError(f'floor_size_m must be positive, got {self.floor_size_m}')
+        if self.renderer not in RENDERERS:
+            raise ValueError(f'renderer must be one of {RENDERERS}, got {self.renderer!r}')
+        lo, hi = self.light_count_range
+        if not (int(lo) == lo and int(hi) == hi and 1 <= lo <= hi):
+            raise ValueError(f'light_count_range must be integers 1 <= low <= high, got {self.light_count_range}')
+        self.light_temperature_range_k = _pair(self.light_temperature_range_k, 'light_temperature_range_k', 1000.0,
+                                               15000.0)
+        self.light_intensity_range = _pair(self.light_intensity_range, 'light_intensity_range', lower=0.0)
+        self.pbr_ambient_range = _pair(self.pbr_ambient_range, 'pbr_ambient_range', 0.0, 1.0)
+        self.roughness_range = _pair(self.roughness_range, 'roughness_range', 0.0, 1.0)
+        self.metallic_range = _pair(self.metallic_range, 'metallic_range', 0.0, 1.0)
+        depth_model_from_name(self.depth_sensor)  # ValueError listing the models for an unknown name
+        if self.depth_sensor != 'ideal' and self.depth_noise_std_m > 0.0:
+            raise ValueError(f"set depth_sensor ({self.depth_sensor!r}) or depth_noise_std_m "
+                             f"({self.depth_noise_std_m}), not both")
+        if self.camera_effects is not None and not isinstance(self.camera_effects, EffectRanges):
+            raise TypeError('camera_effects must be a sim.camera_effects.EffectRanges or None, got '
+                            f'{type(self.camera_effects).__name__}')
+        if not 0.0 <= self.photo_chance <= 1.0:
+            raise ValueError(f'photo_chance must lie within [0, 1], got {self.photo_chance}')
 
 
 @dataclass(frozen=True)
@@ -148,7 +206,8 @@ class SimFrame:
     the robot's base link frame, camera frame = the optical frame (x right, y down, z forward)."""
 
     rgb: np.ndarray                  # (H, W, 3) uint8
-    depth_m: np.ndarray              # (H, W) float32 z-depth along the optical axis; NaN where nothing was hit
+    depth_m: np.ndarray              # (H, W) float32 z-depth along the optical axis as the configured depth sensor
+    #                                  measures it; NaN where nothing was hit or the sensor returns no depth
     link_seg: np.ndarray             # (H, W) int16 robot link index (see link_names), -1 where not robot
     object_seg: np.ndarray           # (H, W) int32 pybullet body id (see body_names), -1 where nothing was hit
     joint_names: tuple[str, ...]     # arm joints
@@ -228,6 +287,11 @@ class SimScene:
         self.config = config = config if config is not None else SceneConfig()
         self.camera = config.camera
         self.rng = np.random.default_rng(seed)
+        # The sensors (depth unit and noise, colour camera effects) draw from their own stream, so the same seed
+        # gives the same scenes, poses and ground truth whatever sensor models are configured.
+        self.sensor_rng = np.random.default_rng([seed, 1])
+        # Likewise the looks (lights, textures, backdrops, colours, materials): both renderers see the same geometry.
+        self.appearance_rng = np.random.default_rng([seed, 2])
         self._client = bullet_client.BulletClient(connection_mode=pybullet.DIRECT)
         try:
             self._build()
@@ -275,8 +339,17 @@ class SimScene:
 
         self.floor_id = self._make_floor()
         self.body_names: dict[int, str] = {self.robot_id: 'robot', self.floor_id: 'floor'}
-        self._floor_textures = self._make_floor_textures()
+        self._pbr: MeshRenderer | None = None
+        if cfg.renderer == 'pbr':
+            self._pbr = MeshRenderer(self.camera, cfg.near_m, cfg.far_m,
+                                     shadows=True if cfg.shadows is None else cfg.shadows)
+            self._mirror = PybulletMirror(c, self._pbr, skip={self.floor_id})
+            self._floor_handle = None
+        else:
+            self._floor_textures = self._make_floor_textures()
         self.distractor_ids = [self._load_distractor() for _ in range(cfg.num_distractors)]
+        self.depth_model = (gaussian(cfg.depth_noise_std_m) if cfg.depth_noise_std_m > 0.0
+                            else depth_model_from_name(cfg.depth_sensor, unit_rng=self.sensor_rng))
 
         self._projection = opengl_projection(self.camera, cfg.near_m, cfg.far_m).T.reshape(-1).tolist()
         self._backdrop: np.ndarray | None = None
@@ -330,7 +403,8 @@ class SimScene:
     def _make_floor_textures(self) -> list[int]:
         size = _FLOOR_TEXTURE_PX
         if self.config.random_background:
-            images = [random_background(self.rng, size, size) for _ in range(self.config.floor_texture_pool)]
+            images = [random_background(self.appearance_rng, size, size)
+                      for _ in range(self.config.floor_texture_pool)]
         else:
             grey = np.full((size, size, 3), 150, np.uint8)
             grey[(np.add.outer(np.arange(size) // (size // 2), np.arange(size) // (size // 2)) % 2).astype(bool)] = 110
@@ -412,18 +486,8 @@ class SimScene:
         raise RuntimeError(f'no collision-free arm pose in {max_tries} random draws')
 
     def _link_frame(self, link: int) -> np.ndarray:
-        """World pose of a link's URDF frame (not its centre of mass, which is what pybullet reports for the base)."""
-        c = self._client
-        if link >= 0:
-            state = c.getLinkState(self.robot_id, link, computeForwardKinematics=1)
-            pos, orn = state[4], state[5]
-        else:
-            com_pos, com_orn = c.getBasePositionAndOrientation(self.robot_id)
-            inertial = c.getDynamicsInfo(self.robot_id, -1)
-            inv_pos, inv_orn = c.invertTransform(inertial[3], inertial[4])
-            pos, orn = c.multiplyTransforms(com_pos, com_orn, inv_pos, inv_orn)
-        R = np.array(c.getMatrixFromQuaternion(orn)).reshape(3, 3)
-        return make_transform(R, np.array(pos))
+        """World pose of a robot link's URDF frame (not its centre of mass, which pybullet reports for the base)."""
+        return link_frame(self._client, self.robot_id, link)
 
     def link_pose(self, link_name: str) -> np.ndarray:
         """4x4 pose of a robot link's URDF frame in the base frame, at the current joint positions."""
@@ -458,8 +522,11 @@ class SimScene:
 
     # ------------------------------------------------------------------ appearance
     def randomize_appearance(self) -> None:
-        """New lighting, floor texture and tint, backdrop, and distractor poses and colours."""
-        cfg, rng, c = self.config, self.rng, self._client
+        """New lighting, floor texture and tint, backdrop, and distractor poses, colours and materials."""
+        if self._pbr is not None:
+            self._randomize_pbr_appearance()
+            return
+        cfg, rng, c = self.config, self.appearance_rng, self._client
         light_az = rng.uniform(0.0, 2.0 * math.pi)
         light_el = math.radians(rng.uniform(*cfg.light_elevation_range_deg))
         self._lighting = dict(
@@ -482,6 +549,66 @@ class SimScene:
             placed.append(body)
             c.changeVisualShape(body, -1, rgbaColor=rng.uniform(0.05, 1.0, 3).tolist() + [1.0])
 
+    def _surface_image(self, height: int, width: int) -> np.ndarray:
+        """A real photograph's crop (photo_chance of the time, where sim.photos finds some installed) or a
+        procedural texture."""
+        rng = self.appearance_rng
+        if self.config.random_background and rng.random() < self.config.photo_chance:
+            return random_photo_crop(rng, height, width, fallback=random_background)
+        if self.config.random_background:
+            return random_background(rng, height, width)
+        return None
+
+    def _randomize_pbr_appearance(self) -> None:
+        cfg, rng, c = self.config, self.appearance_rng, self._client
+        lights = []
+        for k in range(int(rng.integers(cfg.light_count_range[0], cfg.light_count_range[1] + 1))):
+            azimuth = rng.uniform(0.0, 2.0 * math.pi)
+            elevation = math.radians(rng.uniform(*cfg.light_elevation_range_deg))
+            towards = np.array([math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth),
+                                math.sin(elevation)])
+            colour = 1.0 / white_balance_gains(rng.uniform(*cfg.light_temperature_range_k))
+            colour = tuple(float(v) for v in colour / colour.max())
+            lux = float(rng.uniform(*cfg.light_intensity_range))
+            kind = 'directional' if k == 0 and rng.random() < 0.5 else ('point', 'spot')[int(rng.integers(2))]
+            if kind == 'directional':
+                lights.append(Light('directional', colour, lux, direction=tuple(-towards)))
+                continue
+            distance = rng.uniform(1.5, 4.0)
+            position = np.asarray(cfg.look_at_m) + distance * towards
+            outer = math.radians(rng.uniform(25.0, 60.0))
+            lights.append(Light(kind, colour, lux * distance ** 2, position=tuple(position), direction=tuple(-towards),
+                                inner_cone_rad=0.6 * outer, outer_cone_rad=outer))
+        self._pbr.set_lights(lights)
+        self._pbr.set_ambient((float(rng.uniform(*cfg.pbr_ambient_range)),) * 3)
+        floor = self._surface_image(_FLOOR_TEXTURE_PX, _FLOOR_TEXTURE_PX)
+        if floor is None:  # grey checker, as the tiny renderer's plain floor
+            floor = np.full((_FLOOR_TEXTURE_PX, _FLOOR_TEXTURE_PX, 3), 150, np.uint8)
+            half = _FLOOR_TEXTURE_PX // 2
+            floor[:half, :half] = floor[half:, half:] = 110
+        if self._floor_handle is not None:
+            self._pbr.remove(self._floor_handle)
+        self._floor_handle = self._pbr.add_mesh(
+            self._floor_mesh(), instance_id(self.floor_id, -1),
+            Material(texture=floor, roughness=float(rng.uniform(*cfg.roughness_range)),
+                     metallic=float(rng.uniform(0.0, 0.2))))
+        self._pbr.set_background(self._surface_image(self.camera.height, self.camera.width))
+        placed = []
+        for body in self.distractor_ids:
+            self._place_distractor(body, placed)
+            placed.append(body)
+            self._mirror.material_jitter[body] = (float(rng.uniform(*cfg.roughness_range)),
+                                                  float(rng.uniform(*cfg.metallic_range)))
+            c.changeVisualShape(body, -1, rgbaColor=rng.uniform(0.05, 1.0, 3).tolist() + [1.0])
+
+    def _floor_mesh(self) -> trimesh.Trimesh:
+        """The floor plane as a textured quad, the texture repeated every _FLOOR_TILE_M."""
+        half, reps = self.config.floor_size_m / 2.0, self.config.floor_size_m / _FLOOR_TILE_M
+        vertices = np.array([[-half, -half, 0], [half, -half, 0], [half, half, 0], [-half, half, 0]], float)
+        uv = np.array([[0, 0], [reps, 0], [reps, reps], [0, reps]], float)
+        return trimesh.Trimesh(vertices, [[0, 1, 2], [0, 2, 3]], process=False,
+                               visual=trimesh.visual.TextureVisuals(uv=uv))
+
     def _place_distractor(self, body: int, others: list[int]) -> None:
         """On the floor around the robot at a random yaw, redrawn while it touches the robot or other clutter (up to
         _PLACEMENT_TRIES times; then the last draw stays, as some overlap is harmless in a picture)."""
@@ -499,10 +626,41 @@ class SimScene:
     # ------------------------------------------------------------------ rendering
     def render(self) -> SimFrame:
         """Render the current state and compute its ground truth."""
+        cfg, cam = self.config, self.camera
+        rgb, depth, object_seg, link_seg = self._render_pbr() if self._pbr is not None else self._render_tiny()
+        keypoints_base = np.array([self._link_frame(link)[:3, 3] for link in self._keypoint_links])
+        keypoints_cam = transform_points(invert_transform(self._T_base_cam), keypoints_base)
+        keypoints_px = cam.project(keypoints_cam)
+        visible, in_image = self._visibility(keypoints_cam, keypoints_px, depth, link_seg)
+
+        if not isinstance(self.depth_model, IdealDepthModel):
+            depth = self.depth_model.apply(depth, cam, self.sensor_rng, rgb=rgb).depth_m
+        if cfg.camera_effects is not None:
+            # Renders are display-referred (sRGB-like): linearise, then the camera's own gamma re-encodes.
+            rgb = apply_camera_effects(rgb, CameraEffects.sample(self.sensor_rng, cfg.camera_effects),
+                                       self.sensor_rng, input_gamma=2.2)
+        return SimFrame(
+            rgb=rgb, depth_m=depth, link_seg=link_seg, object_seg=object_seg,
+            joint_names=self.joint_names, joint_positions=self._q.copy(), T_base_cam=self._T_base_cam.copy(),
+            keypoint_names=self.keypoint_names, keypoints_base=keypoints_base, keypoints_cam=keypoints_cam,
+            keypoints_px=keypoints_px, in_image=in_image, visible=visible, camera=cam,
+            link_names=self.link_names, body_names=dict(self.body_names))
+
+    def _render_pbr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        self._mirror.sync()
+        self._pbr.set_camera_pose(self._T_base_cam)
+        result = self._pbr.render()
+        body, link = split_instance(result.instance)
+        object_seg = body.astype(np.int32)
+        # Our link index has the base link as 0, i.e. pybullet's link index + 1.
+        link_seg = np.where(object_seg == self.robot_id, link + 1, -1).astype(np.int16)
+        return result.rgb, result.depth_m, object_seg, link_seg
+
+    def _render_tiny(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         cfg, cam, c = self.config, self.camera, self._client
         _, _, rgba, zbuffer, seg = c.getCameraImage(
             cam.width, cam.height, viewMatrix=self._view, projectionMatrix=self._projection,
-            shadow=int(cfg.shadows), renderer=pybullet.ER_TINY_RENDERER,
+            shadow=int(bool(cfg.shadows)), renderer=pybullet.ER_TINY_RENDERER,
             flags=pybullet.ER_SEGMENTATION_MASK_OBJECT_AND_LINKINDEX, **self._lighting)
         rgba = np.asarray(rgba, dtype=np.uint8).reshape(cam.height, cam.width, 4)
         zbuffer = np.asarray(zbuffer, dtype=np.float64).reshape(cam.height, cam.width)
@@ -518,20 +676,7 @@ class SimScene:
         rgb = np.ascontiguousarray(rgba[:, :, :3])
         if self._backdrop is not None:
             rgb[~hit] = self._backdrop[~hit]
-
-        keypoints_base = np.array([self._link_frame(link)[:3, 3] for link in self._keypoint_links])
-        keypoints_cam = transform_points(invert_transform(self._T_base_cam), keypoints_base)
-        keypoints_px = cam.project(keypoints_cam)
-        visible, in_image = self._visibility(keypoints_cam, keypoints_px, depth, link_seg)
-
-        if cfg.depth_noise_std_m > 0.0:
-            depth += (self.rng.standard_normal(depth.shape) * cfg.depth_noise_std_m * depth ** 2).astype(np.float32)
-        return SimFrame(
-            rgb=rgb, depth_m=depth, link_seg=link_seg, object_seg=object_seg,
-            joint_names=self.joint_names, joint_positions=self._q.copy(), T_base_cam=self._T_base_cam.copy(),
-            keypoint_names=self.keypoint_names, keypoints_base=keypoints_base, keypoints_cam=keypoints_cam,
-            keypoints_px=keypoints_px, in_image=in_image, visible=visible, camera=cam,
-            link_names=self.link_names, body_names=dict(self.body_names))
+        return rgb, depth, object_seg, link_seg
 
     def _visibility(self, points_cam: np.ndarray, pixels: np.ndarray, depth: np.ndarray, link_seg: np.ndarray):
         """(visible, in_image) from the noise-free depth and the link drawn at each keypoint's pixel; see
@@ -550,6 +695,10 @@ class SimScene:
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
         """Disconnect the pybullet client; the scene is unusable afterwards. Safe to call twice."""
+        renderer = getattr(self, '_pbr', None)
+        if renderer is not None:
+            self._pbr = None
+            renderer.close()
         client = getattr(self, '_client', None)
         if client is not None:
             self._client = None
