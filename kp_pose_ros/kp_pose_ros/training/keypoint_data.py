@@ -30,8 +30,11 @@ import yaml
 from kp_pose_ros.core.heatmaps import input_to_heatmap
 from kp_pose_ros.core.letterbox import Letterbox
 from kp_pose_ros.sim.backgrounds import random_background
+from kp_pose_ros.sim.camera_effects import CameraEffects, EffectRanges
+from kp_pose_ros.sim.camera_effects import apply as apply_camera_effects
 from kp_pose_ros.sim.camera_presets import PAPER_EVAL_CAMERAS, camera_from_fov
 from kp_pose_ros.sim.dataset import load_annotations, load_frame, load_meta, write_dataset
+from kp_pose_ros.sim.photos import random_photo_crop
 from kp_pose_ros.sim.scene import SceneConfig
 
 INPUT_SIZE = (320, 240)
@@ -53,7 +56,15 @@ STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 TRAIN_HFOV_RANGE_DEG = (55.0, 95.0)
 TRAIN_SIZES = {'4:3': (320, 240), '16:9': (320, 180)}
 WIDE_ASPECT_CHANCE = 1 / 3
-SHADOW_CHANCE = 1 / 6
+# Shadows double TinyRenderer's time and cost the PBR renderer 1.7x: a share of shards has them.
+SHADOW_CHANCE = {'tiny': 1 / 6, 'pbr': 1 / 2}
+RENDERERS = ('pbr', 'tiny')
+# Wider than EffectRanges' defaults (a user's camera, settings and light are unknown): the network must not care.
+TRAIN_EFFECTS = EffectRanges(exposure=(0.35, 2.2), white_balance_k=(2500.0, 9500.0), defocus_radius=(0.5, 2.0),
+                             motion_length=(2.0, 8.0), gamma=(1.6, 2.8), contrast=(0.6, 1.4), saturation=(0.4, 1.5),
+                             p_defocus=0.2, p_motion=0.1, p_tone=0.7, p_jpeg=0.3)
+# Validation renders carry one realistic camera per frame (EffectRanges' defaults), baked into the images.
+VALIDATION_EFFECTS = EffectRanges()
 MAX_DISTRACTORS = 6
 # The three simulated cameras of RoboKeyGen's cross-camera study: name -> (width, height, HFOV deg).
 VALIDATION_DISTRACTORS = 4
@@ -69,12 +80,11 @@ SCENE_RANGES = dict(
 AUGMENTATIONS = {
     'affine': 'p=0.8: scale 0.7-1.35, rotation +-15 deg (camera roll), shift +-12 % of the input',
     'crop': f'random {TRAIN_CROP_SIZE[0]}x{TRAIN_CROP_SIZE[1]} window of the {INPUT_SIZE[0]}x{INPUT_SIZE[1]} input',
-    'colour': 'brightness +-40, contrast 0.6-1.4, per-channel gain 0.8-1.2, saturation 0.4-1.5, gamma 0.7-1.5',
-    'occluders': 'p=0.5: 1-3 shapes or procedural-texture patches, 5-30 % of the input side each, the first on a '
-                 f'keypoint half of the time; keypoints under them get target peak {OCCLUDED_PEAK}',
-    'blur': 'p=0.3: Gaussian sigma 0.3-1.5 px, or p=0.1: motion blur 3-9 px',
-    'noise': 'p=0.5: Gaussian, sigma 2-10 grey levels',
-    'jpeg': 'p=0.2: JPEG quality 40-90',
+    'camera': 'sim.camera_effects.CameraEffects.sample(TRAIN_EFFECTS) per sample, after the occluders: exposure, '
+              'white balance, defocus and motion blur, shot and read noise, gamma, contrast, saturation, JPEG',
+    'occluders': 'p=0.5: 1-3 shapes filled with real-photo crops, procedural textures or flat colours, 5-30 % of '
+                 'the input side each, the first on a keypoint half of the time; keypoints under them get target '
+                 f'peak {OCCLUDED_PEAK}',
     'horizontal_flip': 'never (a mirrored Panda is not a Panda pose)',
 }
 
@@ -91,14 +101,18 @@ class ShardSpec:
     shadows: bool
     seed: int
     frames: int
+    renderer: str = 'pbr'
+    effects: EffectRanges | None = None
 
     def scene_config(self) -> SceneConfig:
         return SceneConfig(camera=camera_from_fov(self.width, self.height, self.hfov_deg),
-                           num_distractors=self.num_distractors, shadows=self.shadows, **SCENE_RANGES)
+                           num_distractors=self.num_distractors, shadows=self.shadows, renderer=self.renderer,
+                           camera_effects=self.effects, **SCENE_RANGES)
 
 
-def training_shards(seed: int, num_frames: int, shard_frames: int = 200) -> list[ShardSpec]:
-    """Shards covering `num_frames` training frames, their cameras and clutter drawn from `seed`."""
+def training_shards(seed: int, num_frames: int, shard_frames: int = 200, renderer: str = 'pbr') -> list[ShardSpec]:
+    """Shards covering `num_frames` training frames, their cameras and clutter drawn from `seed`; clean images
+    (camera effects are drawn per sample by augment)."""
     if num_frames < 1 or shard_frames < 1:
         raise ValueError(f'num_frames and shard_frames must be >= 1, got {num_frames}, {shard_frames}')
     rng = np.random.default_rng(seed)
@@ -109,15 +123,19 @@ def training_shards(seed: int, num_frames: int, shard_frames: int = 200) -> list
         hfov = round(float(rng.uniform(*TRAIN_HFOV_RANGE_DEG)), 2)
         specs.append(ShardSpec(
             name=f'train_{k:03d}', width=width, height=height, hfov_deg=hfov,
-            num_distractors=int(rng.integers(0, MAX_DISTRACTORS + 1)), shadows=bool(rng.random() < SHADOW_CHANCE),
-            seed=seed * 10_000 + k, frames=min(shard_frames, num_frames - k * shard_frames)))
+            num_distractors=int(rng.integers(0, MAX_DISTRACTORS + 1)),
+            shadows=bool(rng.random() < SHADOW_CHANCE[renderer]), seed=seed * 10_000 + k,
+            frames=min(shard_frames, num_frames - k * shard_frames), renderer=renderer))
     return specs
 
 
-def validation_shards(seed: int, frames_per_camera: int) -> list[ShardSpec]:
-    """One shard per evaluation camera at its full resolution, with distractors and the training view ranges."""
+def validation_shards(seed: int, frames_per_camera: int, renderer: str = 'pbr') -> list[ShardSpec]:
+    """One shard per evaluation camera at its full resolution, with distractors, the training view ranges and (PBR)
+    a realistic camera per frame."""
     return [ShardSpec(name=f'val_{name}', width=w, height=h, hfov_deg=hfov, num_distractors=VALIDATION_DISTRACTORS,
-                      shadows=False, seed=VALIDATION_SEED_OFFSET + seed * 10_000 + k, frames=frames_per_camera)
+                      shadows=renderer == 'pbr', seed=VALIDATION_SEED_OFFSET + seed * 10_000 + k,
+                      frames=frames_per_camera, renderer=renderer,
+                      effects=VALIDATION_EFFECTS if renderer == 'pbr' else None)
             for k, (name, (w, h, hfov)) in enumerate(PAPER_EVAL_CAMERAS.items())]
 
 
@@ -277,7 +295,13 @@ def _occlude(image: np.ndarray, rng: np.random.Generator, targets: np.ndarray) -
         else:
             points = rng.uniform([0, 0], [w, h], size=(int(rng.integers(3, 7)), 2)).astype(np.int32)
             cv2.fillPoly(mask, [cv2.convexHull(points)], 1)
-        fill = random_background(rng, h, w) if rng.random() < 0.5 else np.full((h, w, 3), rng.uniform(0, 255, 3))
+        kind_of_fill = rng.random()
+        if kind_of_fill < 0.4:
+            fill = random_photo_crop(rng, h, w, fallback=random_background)
+        elif kind_of_fill < 0.7:
+            fill = random_background(rng, h, w)
+        else:
+            fill = np.full((h, w, 3), rng.uniform(0, 255, 3))
         x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
         if x1 <= x0 or y1 <= y0:
             continue
@@ -322,28 +346,12 @@ def augment(image: np.ndarray, keypoints: np.ndarray, peaks: np.ndarray, content
     inside[inside] = mask[rows[inside], cols[inside]] > 0
     peaks = np.where(inside, peaks, 0.0).astype(np.float32)
 
-    x = image.astype(np.float32)
-    x = (x - x.mean()) * rng.uniform(0.6, 1.4) + x.mean() + rng.uniform(-40.0, 40.0)
-    x *= rng.uniform(0.8, 1.2, 3).astype(np.float32)
-    grey = x.mean(axis=2, keepdims=True)
-    x = grey + (x - grey) * rng.uniform(0.4, 1.5)
-    x = 255.0 * (np.clip(x, 0.0, 255.0) / 255.0) ** rng.uniform(0.7, 1.5)
     if rng.random() < 0.5:
-        covered = _occlude(x, rng, np.column_stack([cols, rows])[inside & (peaks > 0)])
+        covered = _occlude(image, rng, np.column_stack([cols, rows])[inside & (peaks > 0)])
         hidden = inside.copy()
         hidden[inside] = covered[rows[inside], cols[inside]]
         peaks[hidden] = np.minimum(peaks[hidden], OCCLUDED_PEAK)
-    if rng.random() < 0.3:
-        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.3, 1.5))
-    elif rng.random() < 0.1:
-        x = cv2.filter2D(x, -1, _motion_kernel(rng))
-    if rng.random() < 0.5:
-        x += rng.normal(0.0, rng.uniform(2.0, 10.0), x.shape).astype(np.float32)
-    out = np.clip(x, 0.0, 255.0).astype(np.uint8)
-    if rng.random() < 0.2:
-        ok, jpeg = cv2.imencode('.jpg', out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 91))])
-        if ok:
-            out = cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED)
+    out = apply_camera_effects(image, CameraEffects.sample(rng, TRAIN_EFFECTS), rng, input_gamma=2.2)
     out[mask == 0] = pad_value
     return out, keypoints, peaks
 

@@ -30,6 +30,7 @@ from torchvision.models.resnet import BasicBlock, conv1x1
 from kp_pose_ros.core.heatmaps import decode_heatmaps, heatmap_to_input
 from kp_pose_ros.robot import keypoint_accuracy as ka
 from kp_pose_ros.robot.keypoints import RobotKeypointDetector
+from kp_pose_ros.sim.photos import licence_records
 from kp_pose_ros.training import keypoint_data as kd
 
 MODEL_NAME = 'robot_keypoints_panda'
@@ -303,17 +304,24 @@ def manifest(args, names: tuple, smoothing: float, smoothing_errors: dict, train
             'onnx_opset': ONNX_OPSET, 'onnx_vs_torch_max_abs_diff': float(f'{onnx_difference:.3g}'),
         },
         'training': {
-            'command': f'python -m kp_pose_ros.training.train_keypoints --out {args.out} --seed {args.seed}',
+            'command': f'python -m kp_pose_ros.training.train_keypoints --out {args.out} --seed {args.seed} '
+                       f'--renderer {args.renderer} --frames {args.frames} --time-budget-min {args.time_budget_min}',
             'seed': args.seed,
             'data': {
                 'generator': 'kp_pose_ros.training.keypoint_data (sim.scene.SimScene via sim.dataset.write_dataset)',
+                'renderer': {'pbr': 'sim.renderer (pyrender 0.1.45, OpenGL on Mesa EGL llvmpipe): metallic-roughness '
+                                    'materials, 1-4 lights, filtered shadow maps, 4x MSAA',
+                             'tiny': 'pybullet TinyRenderer (flat Phong, one light, aliased)'}[args.renderer],
                 'frames': int(sum(s.frames for s in train_specs)), 'shards': len(train_specs),
                 'resolutions': sorted({f'{s.width}x{s.height}' for s in train_specs}),
                 'hfov_deg_range': list(kd.TRAIN_HFOV_RANGE_DEG), 'hfov_deg_drawn': [min(hfovs), max(hfovs)],
                 'distractors_per_scene': [0, kd.MAX_DISTRACTORS], 'shadow_shards': sum(s.shadows for s in train_specs),
                 'scene_ranges': {k: list(v) if isinstance(v, tuple) else v for k, v in kd.SCENE_RANGES.items()},
                 'arm_poses': 'SimScene.sample_joint_positions (uniform, collision-free), new pose every frame',
-                'backgrounds': 'sim.backgrounds procedural floor textures and backdrops, new every frame',
+                'backgrounds': 'new every frame: real photographs (sim.photos, half of the backdrops and floors, PBR '
+                               'only) or sim.backgrounds procedural textures',
+                'photos_installed': [f"{r['source']}: {r['key']} ({r['licence']})" for r in licence_records()]
+                if args.renderer == 'pbr' else [],
                 'validation': {s.name: {'resolution': [s.width, s.height], 'hfov_deg': s.hfov_deg,
                                         'frames': s.frames, 'seed': s.seed} for s in val_specs},
                 'generation_wall_time_s': round(data_time_s, 1),
@@ -359,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--frames', type=int, default=12800, help='training frames to render')
     parser.add_argument('--val-frames', type=int, default=150, help='validation frames per evaluation camera')
     parser.add_argument('--render-workers', type=int, default=2)
+    parser.add_argument('--renderer', choices=kd.RENDERERS, default='pbr',
+                        help="data engine renderer: 'pbr' (sim.renderer) or 'tiny' (pybullet TinyRenderer, old style)")
     # Compute, not capacity, limits accuracy here. Measured (same data, 6-minute runs): width 32 / batch 8 reached a
     # validation mean error of 20.4 px, width 48 / batch 16 26.5 px. Full runs: width 48 / batch 16, 4000 steps in
     # 27 minutes, 9.9 px (median 5.9); width 32 / batch 8, 15000 steps in 24 minutes, 8.4 px (median 5.0), both still
@@ -385,9 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f'[train_keypoints] {message}', flush=True)
 
-    root = args.data / f'seed{args.seed}'
-    train_specs = kd.training_shards(args.seed, args.frames)
-    val_specs = kd.validation_shards(args.seed, args.val_frames)
+    root = args.data / f'seed{args.seed}-{args.renderer}'
+    train_specs = kd.training_shards(args.seed, args.frames, renderer=args.renderer)
+    val_specs = kd.validation_shards(args.seed, args.val_frames, renderer=args.renderer)
     rendered = kd.render_shards(root, val_specs + train_specs, args.render_workers, log)
     data_time_s = kd.generation_time_s(root, val_specs + train_specs)
     log(f'rendered {rendered} shards' if rendered else f'using the shards under {root}')
