@@ -2,8 +2,9 @@
 copies every body's visual shapes into the renderer once and their poses and colours at every frame.
 
 Bodies added to the client later (a table, a calibration target, a sphere in a test) are picked up at the next
-frame, removed ones dropped. Instance ids encode (body, link) so SimScene can rebuild pybullet-style object and link
-segmentation from one mask: id = body * LINKS_PER_BODY + link + 1 (link -1 is the base).
+frame, removed ones dropped. A body can instead be drawn with meshes of one's own (`attach`): a scanned object whose
+collision shape is only its convex hull, say. Instance ids encode (body, link) so SimScene can rebuild pybullet-style
+object and link segmentation from one mask: id = body * LINKS_PER_BODY + link + 1 (link -1 is the base).
 """
 from __future__ import annotations
 
@@ -84,15 +85,32 @@ class _Part:
 
 class PybulletMirror:
     """Keeps a MeshRenderer in step with the bodies of a pybullet client. `skip` holds body ids drawn some other
-    way (SimScene's textured floor). `roughness`/`metallic` set the material of plain-coloured shapes."""
+    way (SimScene's textured floor). `material_jitter` sets the roughness/metallic of plain-coloured shapes."""
 
     def __init__(self, client, renderer: MeshRenderer, skip=()):
         self.client, self.renderer = client, renderer
         self.skip = set(skip)
         self._parts: dict[int, list[_Part]] = {}
         self.material_jitter: dict[int, tuple[float, float]] = {}  # body -> (roughness, metallic)
+        self._attached: dict[int, tuple[list[trimesh.Trimesh], Material | None]] = {}
+
+    def attach(self, body: int, meshes, material: Material | None = None) -> None:
+        """Draw `body` as `meshes` (in its base link's URDF frame) instead of its pybullet visual shapes, with
+        `material`, or each mesh's own vertex colours or texture when None. Call it again after pybullet hands a
+        removed body's id to a new body, as it does."""
+        self._attached[body] = (list(meshes), material)
+        for part in self._parts.pop(body, []):
+            self.renderer.remove(part.handle)
+
+    def handles(self, body: int) -> list:
+        """Renderer handles of a body's meshes as of the last sync (empty for an unknown body)."""
+        return [part.handle for part in self._parts.get(body, [])]
 
     def _add_body(self, body: int) -> list[_Part]:
+        if body in self._attached:
+            meshes, material = self._attached[body]
+            return [_Part(self.renderer.add_mesh(mesh, instance_id(body, -1), material), -1, np.eye(4), None, mesh)
+                    for mesh in meshes]
         parts = []
         for v in self.client.getVisualShapeData(body):
             link, geometry, dims, filename, pos, orn, rgba = v[1], v[2], v[3], v[4], v[5], v[6], v[7]
@@ -114,6 +132,8 @@ class PybulletMirror:
         for body in set(self._parts) - bodies:
             for part in self._parts.pop(body):
                 self.renderer.remove(part.handle)
+        for body in set(self._attached) - bodies:
+            del self._attached[body]
         for body in sorted(bodies):
             if body not in self._parts:
                 self._parts[body] = self._add_body(body)

@@ -214,6 +214,17 @@ class MeshRenderer:
             rgb = np.clip(rgb + (1.0 - alpha) * self._background + 0.5, 0, 255)
         return RenderResult(rgb=np.ascontiguousarray(rgb, dtype=np.uint8), depth_m=depth_m, instance=instance)
 
+    def silhouette(self, handles) -> np.ndarray:
+        """(H, W) bool: pixel centres the meshes `handles` cover with every other mesh hidden (an object's full mask
+        under occlusion), at the current camera pose. One id pass, no shading."""
+        code = np.array([255, 255, 255])
+        try:
+            seg, _ = self._gl.render(self._scene, flags=pyrender.RenderFlags.SEG,
+                                     seg_node_map={handle: code for handle in handles})
+        finally:
+            self._release_context()
+        return seg[..., 0] > 0
+
     def close(self) -> None:
         global _live_renderers
         gl, self._gl = self._gl, None

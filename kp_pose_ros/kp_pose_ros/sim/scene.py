@@ -73,8 +73,9 @@ class SceneConfig:
     """What the scene contains and the ranges its randomisation draws from (angles in degrees, lengths in metres)."""
 
     camera: CameraModel = field(default_factory=lambda: preset('realsense_d435'))
-    # Absolute path, or relative to pybullet_data.
-    robot_urdf: str = 'franka_panda/panda.urdf'
+    # Absolute path, or relative to pybullet_data; None: no robot (a table-top object scene, sim.objects), and the arm,
+    # joint and keypoint settings below are ignored.
+    robot_urdf: str | None = 'franka_panda/panda.urdf'
     arm_joint_names: tuple[str, ...] = PANDA_ARM_JOINTS
     keypoint_links: tuple[str, ...] = PANDA_KEYPOINT_LINKS
     initial_joint_positions: tuple[float, ...] = PANDA_READY_POSE
@@ -151,9 +152,9 @@ class SceneConfig:
                              '(e.g. CameraModel.pinhole with the rectified K)')
         if not (0.0 < self.near_m < self.far_m):
             raise ValueError(f'need 0 < near_m < far_m, got near_m={self.near_m} far_m={self.far_m}')
-        if len(self.arm_joint_names) == 0 or len(self.keypoint_links) == 0:
+        if self.robot_urdf is not None and (len(self.arm_joint_names) == 0 or len(self.keypoint_links) == 0):
             raise ValueError('arm_joint_names and keypoint_links must not be empty')
-        if len(self.initial_joint_positions) != len(self.arm_joint_names):
+        if self.robot_urdf is not None and len(self.initial_joint_positions) != len(self.arm_joint_names):
             raise ValueError(f'initial_joint_positions has {len(self.initial_joint_positions)} values for '
                              f'{len(self.arm_joint_names)} arm joints')
         self.distance_range_m = _pair(self.distance_range_m, 'distance_range_m', lower=1e-3)
@@ -221,7 +222,8 @@ class SimFrame:
     visible: np.ndarray              # (N,) bool: in_image and not occluded (see SceneConfig.own_link_tolerance_m)
     camera: CameraModel
     link_names: tuple[str, ...]      # link_seg value -> link name
-    body_names: dict[int, str]       # object_seg value -> 'robot', 'floor' or 'distractor:<urdf>'
+    body_names: dict[int, str]       # object_seg value -> 'robot', 'floor', 'distractor:<urdf>' (sim.objects adds
+    #                                  'table' and 'object:<obj_id>')
 
 
 def opengl_projection(camera: CameraModel, near: float, far: float) -> np.ndarray:
@@ -302,6 +304,39 @@ class SimScene:
     # ------------------------------------------------------------------ construction
     def _build(self) -> None:
         c, cfg = self._client, self.config
+        if cfg.robot_urdf is not None:
+            self._load_robot()
+        else:
+            self.urdf_text, self.robot_id = None, None
+            self.link_names = self.joint_names = self.keypoint_names = ()
+            self._arm_joints, self._keypoint_links = [], []
+            self._self_collision_pairs, self._keypoint_neighbours = [], []
+            self.urdf_joint_limits = self.joint_limits = np.zeros((0, 2))
+
+        self.floor_id = self._make_floor()
+        robot = {} if self.robot_id is None else {self.robot_id: 'robot'}
+        self.body_names: dict[int, str] = {**robot, self.floor_id: 'floor'}
+        self._pbr: MeshRenderer | None = None
+        if cfg.renderer == 'pbr':
+            self._pbr = MeshRenderer(self.camera, cfg.near_m, cfg.far_m,
+                                     shadows=True if cfg.shadows is None else cfg.shadows)
+            self._mirror = PybulletMirror(c, self._pbr, skip={self.floor_id})
+            self._floor_handle = None
+        else:
+            self._floor_textures = self._make_floor_textures()
+        self.distractor_ids = [self._load_distractor() for _ in range(cfg.num_distractors)]
+        self.depth_model = (gaussian(cfg.depth_noise_std_m) if cfg.depth_noise_std_m > 0.0
+                            else depth_model_from_name(cfg.depth_sensor, unit_rng=self.sensor_rng))
+
+        self._projection = opengl_projection(self.camera, cfg.near_m, cfg.far_m).T.reshape(-1).tolist()
+        self._backdrop: np.ndarray | None = None
+        self._lighting: dict = {}
+        self.set_joint_positions(np.asarray(cfg.initial_joint_positions if self.robot_id is not None else (), float))
+        self.randomize_camera()
+        self.randomize_appearance()
+
+    def _load_robot(self) -> None:
+        c, cfg = self._client, self.config
         urdf_path = _resolve_urdf(cfg.robot_urdf)
         with open(urdf_path, encoding='utf-8') as f:
             # As published on /robot_description: meshes as file:// URIs, found without the file's directory.
@@ -336,27 +371,6 @@ class SimScene:
         tree = self._solid_tree(joints)
         self._self_collision_pairs = self._collision_pairs(tree)
         self._keypoint_neighbours = [self._neighbour_links(link, joints, tree) for link in self._keypoint_links]
-
-        self.floor_id = self._make_floor()
-        self.body_names: dict[int, str] = {self.robot_id: 'robot', self.floor_id: 'floor'}
-        self._pbr: MeshRenderer | None = None
-        if cfg.renderer == 'pbr':
-            self._pbr = MeshRenderer(self.camera, cfg.near_m, cfg.far_m,
-                                     shadows=True if cfg.shadows is None else cfg.shadows)
-            self._mirror = PybulletMirror(c, self._pbr, skip={self.floor_id})
-            self._floor_handle = None
-        else:
-            self._floor_textures = self._make_floor_textures()
-        self.distractor_ids = [self._load_distractor() for _ in range(cfg.num_distractors)]
-        self.depth_model = (gaussian(cfg.depth_noise_std_m) if cfg.depth_noise_std_m > 0.0
-                            else depth_model_from_name(cfg.depth_sensor, unit_rng=self.sensor_rng))
-
-        self._projection = opengl_projection(self.camera, cfg.near_m, cfg.far_m).T.reshape(-1).tolist()
-        self._backdrop: np.ndarray | None = None
-        self._lighting: dict = {}
-        self.set_joint_positions(np.asarray(cfg.initial_joint_positions, dtype=float))
-        self.randomize_camera()
-        self.randomize_appearance()
 
     def _solid_tree(self, joints) -> dict[int, int | None]:
         """Parent of each link that has collision geometry, looking through links without any (the Panda's link8 and
@@ -464,6 +478,8 @@ class SimScene:
         """Whether the arm at q (default: the current pose) penetrates the floor or itself. Leaves the arm at the
         pose it was in."""
         c = self._client
+        if self.robot_id is None:
+            return False
         if q is not None:
             previous = self._q
             self.set_joint_positions(q)
@@ -620,7 +636,7 @@ class SimScene:
             lo, _ = c.getAABB(body)
             pos = [radius * math.cos(angle), radius * math.sin(angle), -lo[2]]
             c.resetBasePositionAndOrientation(body, pos, orn)
-            if not any(c.getClosestPoints(body, other, 0.0) for other in [self.robot_id, *others]):
+            if not any(c.getClosestPoints(body, other, 0.0) for other in [self.robot_id, *others] if other is not None):
                 return
 
     # ------------------------------------------------------------------ rendering
@@ -628,7 +644,7 @@ class SimScene:
         """Render the current state and compute its ground truth."""
         cfg, cam = self.config, self.camera
         rgb, depth, object_seg, link_seg = self._render_pbr() if self._pbr is not None else self._render_tiny()
-        keypoints_base = np.array([self._link_frame(link)[:3, 3] for link in self._keypoint_links])
+        keypoints_base = np.array([self._link_frame(link)[:3, 3] for link in self._keypoint_links]).reshape(-1, 3)
         keypoints_cam = transform_points(invert_transform(self._T_base_cam), keypoints_base)
         keypoints_px = cam.project(keypoints_cam)
         visible, in_image = self._visibility(keypoints_cam, keypoints_px, depth, link_seg)
@@ -653,7 +669,7 @@ class SimScene:
         body, link = split_instance(result.instance)
         object_seg = body.astype(np.int32)
         # Our link index has the base link as 0, i.e. pybullet's link index + 1.
-        link_seg = np.where(object_seg == self.robot_id, link + 1, -1).astype(np.int16)
+        link_seg = np.where(self._robot_pixels(object_seg), link + 1, -1).astype(np.int16)
         return result.rgb, result.depth_m, object_seg, link_seg
 
     def _render_tiny(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -672,11 +688,14 @@ class SimScene:
         depth[~hit] = np.nan
         object_seg = np.where(hit, seg & 0xFFFFFF, -1).astype(np.int32)
         # seg >> 24 is pybullet's link index + 1, i.e. our link index with the base link as 0.
-        link_seg = np.where(object_seg == self.robot_id, seg >> 24, -1).astype(np.int16)
+        link_seg = np.where(self._robot_pixels(object_seg), seg >> 24, -1).astype(np.int16)
         rgb = np.ascontiguousarray(rgba[:, :, :3])
         if self._backdrop is not None:
             rgb[~hit] = self._backdrop[~hit]
         return rgb, depth, object_seg, link_seg
+
+    def _robot_pixels(self, object_seg: np.ndarray) -> np.ndarray:
+        return object_seg == (self.robot_id if self.robot_id is not None else -2)
 
     def _visibility(self, points_cam: np.ndarray, pixels: np.ndarray, depth: np.ndarray, link_seg: np.ndarray):
         """(visible, in_image) from the noise-free depth and the link drawn at each keypoint's pixel; see
