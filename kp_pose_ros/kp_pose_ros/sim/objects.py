@@ -219,7 +219,7 @@ class ObjectScene:
                                  baseInertialFramePosition=model.hull.center_mass.tolist())
         c.changeDynamics(body, -1, lateralFriction=0.7, rollingFriction=1e-3, spinningFriction=1e-3,
                          restitution=0.0)
-        self.scene._mirror.attach(body, [model.mesh])
+        self.scene.attach_meshes(body, [model.mesh])
         self.scene.body_names[body] = f'object:{obj_id}'
         self.bodies[body] = obj_id
         return body
@@ -276,13 +276,13 @@ class ObjectScene:
         scene.randomize_camera()
         scene.randomize_appearance()
         rng, cfg = scene.appearance_rng, scene.config
-        texture = scene._surface_image(_TABLE_TEXTURE_PX, _TABLE_TEXTURE_PX)
+        texture = scene.surface_image(_TABLE_TEXTURE_PX, _TABLE_TEXTURE_PX)
         if texture is None:
             texture = np.full((_TABLE_TEXTURE_PX, _TABLE_TEXTURE_PX, 3), 200, np.uint8)
         tint = tuple(float(v) for v in rng.uniform(0.5, 1.0, 3)) + (1.0,)
         material = Material(base_color=tint, texture=texture, roughness=float(rng.uniform(*cfg.roughness_range)),
                             metallic=float(rng.uniform(0.0, 0.3)))
-        scene._mirror.attach(self.table_body, [self._table_mesh], material)
+        scene.attach_meshes(self.table_body, [self._table_mesh], material)
 
     # ------------------------------------------------------------------ truth
     def object_poses(self) -> list[tuple[int, int, np.ndarray]]:
@@ -294,8 +294,7 @@ class ObjectScene:
         frame = self.scene.render()
         T_cam_world = invert_transform(frame.T_base_cam)
         instances = tuple(ObjectInstance(obj_id, body, T, T_cam_world @ T) for body, obj_id, T in self.object_poses())
-        renderer, mirror = self.scene._pbr, self.scene._mirror
-        masks = tuple(renderer.silhouette(mirror.handles(i.body)) for i in instances) if full_masks else ()
+        masks = tuple(self.scene.silhouette(i.body) for i in instances) if full_masks else ()
         return ObjectFrame(frame, instances, masks)
 
     def close(self) -> None:

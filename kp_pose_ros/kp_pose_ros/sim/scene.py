@@ -565,7 +565,22 @@ class SimScene:
             placed.append(body)
             c.changeVisualShape(body, -1, rgbaColor=rng.uniform(0.05, 1.0, 3).tolist() + [1.0])
 
-    def _surface_image(self, height: int, width: int) -> np.ndarray:
+    def attach_meshes(self, body: int, meshes, material: Material | None = None) -> None:
+        """Draw `body` (a pybullet body of this scene's client) with these trimesh meshes in its base frame instead
+        of pybullet's visual shapes (PBR renderer only): objects with their own coloured or textured models."""
+        if self._pbr is None:
+            raise ValueError("attach_meshes needs renderer='pbr'")
+        self._mirror.attach(body, meshes, material)
+
+    def silhouette(self, body: int) -> np.ndarray:
+        """(H, W) bool mask of `body` alone at its current pose, others hidden (PBR renderer only): BOP's full masks."""
+        if self._pbr is None:
+            raise ValueError("silhouette needs renderer='pbr'")
+        self._mirror.sync()
+        self._pbr.set_camera_pose(self._T_base_cam)
+        return self._pbr.silhouette(self._mirror.handles(body))
+
+    def surface_image(self, height: int, width: int) -> np.ndarray:
         """A real photograph's crop (photo_chance of the time, where sim.photos finds some installed) or a
         procedural texture."""
         rng = self.appearance_rng
@@ -597,7 +612,7 @@ class SimScene:
                                 inner_cone_rad=0.6 * outer, outer_cone_rad=outer))
         self._pbr.set_lights(lights)
         self._pbr.set_ambient((float(rng.uniform(*cfg.pbr_ambient_range)),) * 3)
-        floor = self._surface_image(_FLOOR_TEXTURE_PX, _FLOOR_TEXTURE_PX)
+        floor = self.surface_image(_FLOOR_TEXTURE_PX, _FLOOR_TEXTURE_PX)
         if floor is None:  # grey checker, as the tiny renderer's plain floor
             floor = np.full((_FLOOR_TEXTURE_PX, _FLOOR_TEXTURE_PX, 3), 150, np.uint8)
             half = _FLOOR_TEXTURE_PX // 2
@@ -608,7 +623,7 @@ class SimScene:
             self._floor_mesh(), instance_id(self.floor_id, -1),
             Material(texture=floor, roughness=float(rng.uniform(*cfg.roughness_range)),
                      metallic=float(rng.uniform(0.0, 0.2))))
-        self._pbr.set_background(self._surface_image(self.camera.height, self.camera.width))
+        self._pbr.set_background(self.surface_image(self.camera.height, self.camera.width))
         placed = []
         for body in self.distractor_ids:
             self._place_distractor(body, placed)
