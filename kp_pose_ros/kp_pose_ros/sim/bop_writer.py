@@ -46,9 +46,7 @@ import yaml
 
 from kp_pose_ros.core.atomic_file import atomic_open
 from kp_pose_ros.core.image_codec import metres_to_depth
-from kp_pose_ros.sim.camera_effects import EffectRanges
 from kp_pose_ros.sim.camera_presets import PRESET_NAMES, preset
-from kp_pose_ros.sim.depth_sensors import DEPTH_SENSOR_NAMES
 from kp_pose_ros.sim.objects import (
     ObjectFrame,
     ObjectModel,
@@ -58,6 +56,7 @@ from kp_pose_ros.sim.objects import (
     load_bop_models,
     model_points_px,
 )
+from kp_pose_ros.sim.writer_cli import add_sensor_arguments, progress_printer, sensor_settings
 
 GENERATOR = 'kp_pose_ros.sim.bop_writer'
 META_FILE = 'meta.yaml'
@@ -226,22 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--min-visib-fract', type=float, default=0.1,
                         help='YOLO labels leave out instances less visible than this')
     parser.add_argument('--camera', default='realsense_d435', choices=PRESET_NAMES, help='intrinsics preset')
-    parser.add_argument('--depth-sensor', default='ideal', choices=DEPTH_SENSOR_NAMES,
-                        help='depth sensor model (sim.depth_sensors), e.g. kinect_xbox360 or realsense_d435')
-    parser.add_argument('--camera-effects', action='store_true',
-                        help='draw a colour camera per frame (exposure, white balance, blur, noise, gamma, JPEG)')
+    add_sensor_arguments(parser, 'kinect_xbox360 or realsense_d435')
     args = parser.parse_args(argv)
     if args.frames < 1 or args.objects < 1 or args.views_per_layout < 1:
         parser.error('--frames, --objects and --views-per-layout must be >= 1')
     config = ObjectSceneConfig(camera=preset(args.camera), objects_per_layout=args.objects,
-                               depth_sensor=args.depth_sensor,
-                               camera_effects=EffectRanges() if args.camera_effects else None)
-    step = max(1, args.frames // 20)
-
-    def report(done: int, total: int) -> None:
-        if done % step == 0 or done == total:
-            print(f'{done}/{total} frames', file=sys.stderr, flush=True)
-
+                               **sensor_settings(args))
+    report = progress_printer(args.frames)
     out = write_bop(args.out, args.models, args.frames, config, args.seed, args.views_per_layout, args.yolo,
                     args.min_visib_fract, progress=report)
     print(f'wrote {args.frames} frames to {out}')

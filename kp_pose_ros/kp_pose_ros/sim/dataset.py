@@ -40,11 +40,10 @@ import yaml
 
 from kp_pose_ros.core.atomic_file import atomic_open
 from kp_pose_ros.core.image_codec import depth_to_metres, metres_to_depth
-from kp_pose_ros.sim.camera_effects import EffectRanges
 from kp_pose_ros.sim.camera_presets import PRESET_NAMES, preset
-from kp_pose_ros.sim.depth_sensors import DEPTH_SENSOR_NAMES
 from kp_pose_ros.sim.photos import licence_records
 from kp_pose_ros.sim.scene import RENDERERS, SceneConfig, SimFrame, SimScene
+from kp_pose_ros.sim.writer_cli import add_sensor_arguments, progress_printer, sensor_settings
 
 LAYOUT_VERSION = 1
 GENERATOR = 'kp_pose_ros.sim.dataset'
@@ -209,22 +208,14 @@ def main(argv: list[str] | None = None) -> int:
                         help='plain grey floor and white backdrop instead of random photographs and textures')
     parser.add_argument('--renderer', default='pbr', choices=RENDERERS,
                         help="'pbr' (OpenGL through EGL) or 'tiny' (pybullet's TinyRenderer, the old flat style)")
-    parser.add_argument('--depth-sensor', default='ideal', choices=DEPTH_SENSOR_NAMES,
-                        help='depth sensor model (sim.depth_sensors), e.g. realsense_d435 or azure_kinect_nfov')
-    parser.add_argument('--camera-effects', action='store_true',
-                        help='draw a colour camera per frame (exposure, white balance, blur, noise, gamma, JPEG)')
+    add_sensor_arguments(parser, 'realsense_d435 or azure_kinect_nfov')
     args = parser.parse_args(argv)
     if args.frames < 1 or args.distractors < 0 or args.frames_per_camera < 1:
         parser.error('--frames and --frames-per-camera must be >= 1, --distractors >= 0')
     config = SceneConfig(camera=preset(args.camera), num_distractors=args.distractors,
                          random_background=not args.no_random_background, renderer=args.renderer,
-                         depth_sensor=args.depth_sensor, camera_effects=EffectRanges() if args.camera_effects else None)
-    step = max(1, args.frames // 20)
-
-    def report(done: int, total: int) -> None:
-        if done % step == 0 or done == total:
-            print(f'{done}/{total} frames', file=sys.stderr, flush=True)
-
+                         **sensor_settings(args))
+    report = progress_printer(args.frames)
     out = write_dataset(args.out, args.frames, config, args.seed, args.frames_per_camera, report)
     print(f'wrote {args.frames} frames to {out}')
     return 0
