@@ -102,6 +102,13 @@ class PybulletMirror:
         for part in self._parts.pop(body, []):
             self.renderer.remove(part.handle)
 
+    def drop(self, body: int) -> None:
+        """Forget a body about to be removed from the client, so a new body given its id is not drawn as this one."""
+        self._attached.pop(body, None)
+        self.material_jitter.pop(body, None)
+        for part in self._parts.pop(body, []):
+            self.renderer.remove(part.handle)
+
     def handles(self, body: int) -> list:
         """Renderer handles of a body's meshes as of the last sync (empty for an unknown body)."""
         return [part.handle for part in self._parts.get(body, [])]

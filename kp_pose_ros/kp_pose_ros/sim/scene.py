@@ -224,6 +224,8 @@ class SimFrame:
     link_names: tuple[str, ...]      # link_seg value -> link name
     body_names: dict[int, str]       # object_seg value -> 'robot', 'floor', 'distractor:<urdf>' (sim.objects adds
     #                                  'table' and 'object:<obj_id>')
+    part_seg: np.ndarray | None = None  # (H, W) int16 link of the body in object_seg, any body: pybullet link
+    #                                  index + 1 (0 = base link, and bodies drawn with attach_meshes), -1 = no hit
 
 
 def opengl_projection(camera: CameraModel, near: float, far: float) -> np.ndarray:
@@ -572,6 +574,14 @@ class SimScene:
             raise ValueError("attach_meshes needs renderer='pbr'")
         self._mirror.attach(body, meshes, material)
 
+    def remove_body(self, body: int) -> None:
+        """Remove a body added through `client` (and its name and meshes): pybullet hands its id to the next new body,
+        which must not inherit meshes attached to this one."""
+        if self._pbr is not None:
+            self._mirror.drop(body)
+        self._client.removeBody(body)
+        self.body_names.pop(body, None)
+
     def silhouette(self, body: int) -> np.ndarray:
         """(H, W) bool mask of `body` alone at its current pose, others hidden (PBR renderer only): BOP's full masks."""
         if self._pbr is None:
@@ -658,7 +668,8 @@ class SimScene:
     def render(self) -> SimFrame:
         """Render the current state and compute its ground truth."""
         cfg, cam = self.config, self.camera
-        rgb, depth, object_seg, link_seg = self._render_pbr() if self._pbr is not None else self._render_tiny()
+        rgb, depth, object_seg, part_seg = self._render_pbr() if self._pbr is not None else self._render_tiny()
+        link_seg = np.where(self._robot_pixels(object_seg), part_seg, -1).astype(np.int16)
         keypoints_base = np.array([self._link_frame(link)[:3, 3] for link in self._keypoint_links]).reshape(-1, 3)
         keypoints_cam = transform_points(invert_transform(self._T_base_cam), keypoints_base)
         keypoints_px = cam.project(keypoints_cam)
@@ -675,17 +686,15 @@ class SimScene:
             joint_names=self.joint_names, joint_positions=self._q.copy(), T_base_cam=self._T_base_cam.copy(),
             keypoint_names=self.keypoint_names, keypoints_base=keypoints_base, keypoints_cam=keypoints_cam,
             keypoints_px=keypoints_px, in_image=in_image, visible=visible, camera=cam,
-            link_names=self.link_names, body_names=dict(self.body_names))
+            link_names=self.link_names, body_names=dict(self.body_names), part_seg=part_seg)
 
     def _render_pbr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         self._mirror.sync()
         self._pbr.set_camera_pose(self._T_base_cam)
         result = self._pbr.render()
         body, link = split_instance(result.instance)
-        object_seg = body.astype(np.int32)
         # Our link index has the base link as 0, i.e. pybullet's link index + 1.
-        link_seg = np.where(self._robot_pixels(object_seg), link + 1, -1).astype(np.int16)
-        return result.rgb, result.depth_m, object_seg, link_seg
+        return result.rgb, result.depth_m, body.astype(np.int32), (link + 1).astype(np.int16)
 
     def _render_tiny(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         cfg, cam, c = self.config, self.camera, self._client
@@ -703,11 +712,11 @@ class SimScene:
         depth[~hit] = np.nan
         object_seg = np.where(hit, seg & 0xFFFFFF, -1).astype(np.int32)
         # seg >> 24 is pybullet's link index + 1, i.e. our link index with the base link as 0.
-        link_seg = np.where(self._robot_pixels(object_seg), seg >> 24, -1).astype(np.int16)
+        part_seg = np.where(hit, seg >> 24, -1).astype(np.int16)
         rgb = np.ascontiguousarray(rgba[:, :, :3])
         if self._backdrop is not None:
             rgb[~hit] = self._backdrop[~hit]
-        return rgb, depth, object_seg, link_seg
+        return rgb, depth, object_seg, part_seg
 
     def _robot_pixels(self, object_seg: np.ndarray) -> np.ndarray:
         return object_seg == (self.robot_id if self.robot_id is not None else -2)

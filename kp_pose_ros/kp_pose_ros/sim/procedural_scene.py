@@ -1,0 +1,398 @@
+"""One scene description for the category-level and articulated pipelines: procedural instances (sim.procedural) of
+rigid categories settled on a table with physics, articulated objects at random joint states on the floor (laptops on
+the table when there is one), seen by a SimScene camera without a robot, with per-instance and per-part ground truth.
+
+Layout (`new_layout`): a table (a box of random size and height at `table_xy_m`, when rigid instances are asked for);
+articulated objects first, fixed-base, at a random yaw (`yaw_range_deg`, 0 = front towards world +x), their movable
+joints reset to uniform random states within the URDF limits (pybullet resetJointState) and held there by position
+motors while the rest settles; the rigid instances are then dropped upright (canonical +y along world +z) at a random
+yaw and a small tilt, and pybullet steps until they rest (collision shape: the convex hull, as sim.objects; those off
+the table after `redrops` tries are removed). Instances are drawn per layout from the instance seeds of `split`.
+
+Ground truth (`render`): per instance its category, instance seed, pybullet body, T_cam_obj (object frame as
+sim.procedural defines it: NOCS canonical for rigid ones, the closed bbox centre for articulated ones), size_m;
+articulated ones also every link's T_cam_part and every movable joint's name, type, state, limits, and axis direction
+and a point on it in the object frame, read back from pybullet. Part pixels: SimFrame.part_seg (pybullet link index + 1)
+where SimFrame.object_seg is the instance's body.
+
+Randomness: layouts, instance seeds, joint states and camera poses draw from the SimScene's `rng`, looks from its
+`appearance_rng`: one seed gives the same frames.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pybullet
+
+from kp_pose_ros.core.camera import CameraModel
+from kp_pose_ros.core.transforms import invert_transform, matrix_to_quat_xyzw
+from kp_pose_ros.sim.camera_effects import EffectRanges
+from kp_pose_ros.sim.camera_presets import preset
+from kp_pose_ros.sim.objects import _textured_box
+from kp_pose_ros.sim.procedural import (
+    ARTICULATED_CATEGORIES,
+    CATEGORIES,
+    SPLITS,
+    ArticulatedAsset,
+    CategoryInstance,
+    articulated_instance,
+    category_instance,
+    draw_seeds,
+)
+from kp_pose_ros.sim.pybullet_mirror import link_frame
+from kp_pose_ros.sim.renderer import Material
+from kp_pose_ros.sim.scene import SceneConfig, SimFrame, SimScene
+
+JOINT_TYPES = {pybullet.JOINT_REVOLUTE: 'revolute', pybullet.JOINT_PRISMATIC: 'prismatic'}
+# Where each articulated category stands: laptops on the table when the layout has one.
+TABLE_TOP_CATEGORIES = ('laptop',)
+_DENSITY_KG_M3 = 500.0
+_TABLE_TEXTURE_PX = 256
+_TABLE_TILE_M = 0.5
+_PLACEMENT_TRIES = 30
+_REST_LINEAR_M_S = 5e-3
+_REST_ANGULAR_RAD_S = 5e-2
+# z up -> NOCS canonical y up: the canonical frame's axes in a world frame where it stands upright.
+_UPRIGHT = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+
+def _counts(value, name: str) -> tuple[int, int]:
+    lo, hi = (int(v) for v in value)
+    if lo != value[0] or hi != value[1] or not 0 <= lo <= hi:
+        raise ValueError(f'{name} must be integers 0 <= low <= high, got {value}')
+    return lo, hi
+
+
+@dataclass
+class ProceduralSceneConfig:
+    """What a layout holds and the ranges it draws from (metres, degrees), plus the sensor settings of SceneConfig."""
+
+    camera: CameraModel = field(default_factory=lambda: preset('realsense_d435'))
+    categories: tuple[str, ...] = CATEGORIES                   # rigid, on the table
+    articulated_categories: tuple[str, ...] = ARTICULATED_CATEGORIES
+    rigid_per_layout: tuple[int, int] = (3, 6)
+    articulated_per_layout: tuple[int, int] = (1, 2)
+    split: str = 'train'
+    table_xy_m: tuple[float, float] = (0.0, 0.0)
+    table_size_range_m: tuple[float, float] = (0.6, 1.0)
+    table_height_range_m: tuple[float, float] = (0.55, 0.85)
+    spread: float = 0.6  # rigid instances and laptops land within this share of the table's half-size
+    yaw_range_deg: tuple[float, float] = (-180.0, 180.0)
+    # Articulated objects on the floor stand this far from the table's edge (or, without a table, from its centre).
+    floor_gap_range_m: tuple[float, float] = (0.05, 0.6)
+    tilt_deg: float = 10.0
+    drop_height_range_m: tuple[float, float] = (0.01, 0.06)
+    settle_max_steps: int = 1500
+    redrops: int = 2
+    # Camera around the centre of what the layout holds.
+    distance_range_m: tuple[float, float] = (0.7, 1.8)
+    elevation_range_deg: tuple[float, float] = (15.0, 70.0)
+    look_at_jitter_m: float = 0.1
+    depth_sensor: str = 'ideal'
+    camera_effects: EffectRanges | None = None
+    random_background: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.categories if c not in CATEGORIES] + [
+            c for c in self.articulated_categories if c not in ARTICULATED_CATEGORIES]
+        if unknown:
+            raise ValueError(f'unknown categories {unknown}; rigid: {CATEGORIES}, '
+                             f'articulated: {ARTICULATED_CATEGORIES}')
+        self.rigid_per_layout = _counts(self.rigid_per_layout, 'rigid_per_layout')
+        self.articulated_per_layout = _counts(self.articulated_per_layout, 'articulated_per_layout')
+        if self.rigid_per_layout[1] > 0 and not self.categories:
+            raise ValueError('rigid_per_layout > 0 needs categories')
+        if self.articulated_per_layout[1] > 0 and not self.articulated_categories:
+            raise ValueError('articulated_per_layout > 0 needs articulated_categories')
+        if self.rigid_per_layout[1] + self.articulated_per_layout[1] == 0:
+            raise ValueError('a layout needs at least one instance')
+        if self.split not in SPLITS:
+            raise ValueError(f'split must be one of {tuple(SPLITS)}, got {self.split!r}')
+        if not 0.0 < self.spread <= 1.0:
+            raise ValueError(f'spread must lie within (0, 1], got {self.spread}')
+
+    def scene_config(self) -> SceneConfig:
+        return SceneConfig(camera=self.camera, robot_urdf=None, distance_range_m=self.distance_range_m,
+                           elevation_range_deg=self.elevation_range_deg, look_at_jitter_m=self.look_at_jitter_m,
+                           roll_jitter_deg=10.0, depth_sensor=self.depth_sensor, camera_effects=self.camera_effects,
+                           random_background=self.random_background, renderer='pbr')
+
+
+@dataclass(frozen=True)
+class JointTruth:
+    name: str
+    type: str                # 'revolute' or 'prismatic'
+    state: float             # rad or m
+    limits: tuple[float, float]
+    axis_obj: np.ndarray     # (3,) unit direction in the object frame
+    origin_obj: np.ndarray   # (3,) a point on the axis in the object frame (the child link's origin)
+    child_part: int          # part id of the link it moves
+
+
+@dataclass(frozen=True)
+class PartTruth:
+    name: str
+    part_id: int             # SimFrame.part_seg value: pybullet link index + 1 (0 = base link)
+    T_cam_part: np.ndarray   # (4, 4) the link's URDF frame in the camera optical frame
+
+
+@dataclass(frozen=True)
+class InstanceTruth:
+    kind: str                # 'rigid' or 'articulated'
+    category: str
+    instance_id: int         # the instance seed (sim.procedural)
+    name: str
+    body: int                # SimFrame.object_seg value
+    T_world_obj: np.ndarray
+    T_cam_obj: np.ndarray
+    size_m: np.ndarray       # (3,) bbox extents in the object frame (articulated: closed state)
+    parts: tuple[PartTruth, ...] = ()
+    joints: tuple[JointTruth, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProceduralFrame:
+    frame: SimFrame
+    instances: tuple[InstanceTruth, ...]
+
+    def instance_mask(self, k: int) -> np.ndarray:
+        return self.frame.object_seg == self.instances[k].body
+
+    def part_mask(self, k: int, part_id: int) -> np.ndarray:
+        return self.instance_mask(k) & (self.frame.part_seg == part_id)
+
+
+class ProceduralScene:
+    """`new_layout()` builds new instances and places them; `new_view()` draws a camera pose and looks; `render()`
+    gives the frame and its truth. URDFs and OBJs go to `asset_dir` (a temporary folder, removed on close, if None);
+    rigid meshes stay in memory (`rigid[body]`)."""
+
+    def __init__(self, config: ProceduralSceneConfig | None = None, seed: int = 0,
+                 asset_dir: str | Path | None = None):
+        self.config = config if config is not None else ProceduralSceneConfig()
+        self._own_assets = asset_dir is None
+        self.asset_dir = Path(tempfile.mkdtemp(prefix='kp_pose_assets_') if asset_dir is None else asset_dir)
+        self.scene = SimScene(self.config.scene_config(), seed)
+        self.client = self.scene.client
+        self.client.setGravity(0.0, 0.0, -9.81)
+        self.table_body: int | None = None
+        self.table_top_z, self.table_half = 0.0, np.zeros(2)
+        self.rigid: dict[int, CategoryInstance] = {}
+        self.articulated: dict[int, ArticulatedAsset] = {}
+        self._assets: dict[tuple[str, int], ArticulatedAsset] = {}
+        self._hull_com: dict[int, np.ndarray] = {}
+        self.new_layout()
+
+    # ------------------------------------------------------------------ layout
+    def new_layout(self) -> None:
+        cfg, rng = self.config, self.scene.rng
+        for body in [*self.rigid, *self.articulated, *([self.table_body] if self.table_body is not None else [])]:
+            self.scene.remove_body(body)
+        self.rigid, self.articulated, self._hull_com, self.table_body = {}, {}, {}, None
+        n_rigid = int(rng.integers(cfg.rigid_per_layout[0], cfg.rigid_per_layout[1] + 1))
+        n_art = int(rng.integers(cfg.articulated_per_layout[0], cfg.articulated_per_layout[1] + 1))
+        if n_rigid + n_art == 0:
+            n_rigid, n_art = (1, 0) if cfg.rigid_per_layout[1] > 0 else (0, 1)
+        if n_rigid > 0:
+            self._make_table()
+        for category, seed in zip(rng.choice(list(cfg.articulated_categories), n_art).tolist() if n_art else [],
+                                  draw_seeds(rng, cfg.split, n_art)):
+            self._place_articulated(category, seed)
+        if n_rigid:
+            bodies = [self._make_rigid(category, seed) for category, seed in
+                      zip(rng.choice(list(cfg.categories), n_rigid).tolist(), draw_seeds(rng, cfg.split, n_rigid))]
+            for _ in range(cfg.redrops + 1):
+                self._drop(bodies)
+                self._settle()
+                bodies = [b for b in self.rigid if not self._on_table(b)]
+                if not bodies:
+                    break
+            for body in bodies:
+                self.scene.remove_body(body)
+                del self.rigid[body]
+        self.new_view()
+
+    def _make_table(self) -> None:
+        c, cfg, rng = self.client, self.config, self.scene.rng
+        size, height = rng.uniform(*cfg.table_size_range_m, 2), rng.uniform(*cfg.table_height_range_m)
+        self.table_half, self.table_top_z = size / 2.0, float(height)
+        shape = c.createCollisionShape(pybullet.GEOM_BOX, halfExtents=[size[0] / 2, size[1] / 2, height / 2])
+        self.table_body = c.createMultiBody(baseMass=0, baseCollisionShapeIndex=shape,
+                                            basePosition=[*cfg.table_xy_m, height / 2])
+        c.changeDynamics(self.table_body, -1, lateralFriction=0.8)
+        self.scene.body_names[self.table_body] = 'table'
+        self._table_mesh = _textured_box([size[0], size[1], height], _TABLE_TILE_M)
+
+    def _aabb(self, body: int) -> tuple[np.ndarray, np.ndarray]:
+        """World AABB of every link (pybullet's getAABB of a body covers its base link only)."""
+        boxes = [self.client.getAABB(body, link) for link in range(-1, self.client.getNumJoints(body))]
+        return np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
+
+    def _place_articulated(self, category: str, seed: int) -> None:
+        c, cfg, rng = self.client, self.config, self.scene.rng
+        key = (category, seed)
+        if key not in self._assets:
+            self._assets[key] = articulated_instance(category, seed, self.asset_dir)
+        asset = self._assets[key]
+        body = c.loadURDF(str(asset.urdf.resolve()), useFixedBase=True)
+        self.articulated[body] = asset
+        self.scene.body_names[body] = f'articulated:{asset.name}'
+        joints = [j for j in range(c.getNumJoints(body)) if c.getJointInfo(body, j)[2] in JOINT_TYPES]
+        for j in joints:
+            lower, upper = c.getJointInfo(body, j)[8:10]
+            c.resetJointState(body, j, float(rng.uniform(lower, upper)))
+        if joints:  # hold the drawn states against gravity and whatever lands on them while the rest settles
+            states = [c.getJointState(body, j)[0] for j in joints]
+            c.setJointMotorControlArray(body, joints, pybullet.POSITION_CONTROL, targetPositions=states,
+                                        forces=[1e4] * len(joints))
+        on_table = self.table_body is not None and category in TABLE_TOP_CATEGORIES
+        others = [b for b in [*self.articulated, self.table_body] if b is not None and b != body]
+        radius = 0.5 * float(np.hypot(*asset.size_m[:2]))
+        table_radius = float(np.hypot(*self.table_half)) if self.table_body is not None else 0.0
+        for _ in range(_PLACEMENT_TRIES):
+            yaw = math.radians(rng.uniform(*cfg.yaw_range_deg))
+            if on_table:
+                xy = np.asarray(cfg.table_xy_m) + rng.uniform(-1.0, 1.0, 2) * cfg.spread * self.table_half
+                floor_z = self.table_top_z
+            else:
+                angle = rng.uniform(0.0, 2.0 * math.pi)
+                distance = (table_radius + radius if self.table_body is not None else 0.0) + rng.uniform(
+                    *cfg.floor_gap_range_m)
+                xy = np.asarray(cfg.table_xy_m) + distance * np.array([math.cos(angle), math.sin(angle)])
+                floor_z = 0.0
+            orn = c.getQuaternionFromEuler([0.0, 0.0, yaw])
+            c.resetBasePositionAndOrientation(body, [*xy, 0.0], orn)
+            lowest = self._aabb(body)[0][2]
+            c.resetBasePositionAndOrientation(body, [*xy, floor_z - lowest + 1e-3], orn)
+            if not any(c.getClosestPoints(body, other, 0.0) for other in others):
+                return
+
+    def _make_rigid(self, category: str, seed: int) -> int:
+        c = self.client
+        instance = category_instance(category, seed)
+        hull = instance.mesh.convex_hull
+        shape = c.createCollisionShape(pybullet.GEOM_MESH, vertices=hull.vertices.tolist())
+        body = c.createMultiBody(baseMass=max(hull.volume, 1e-6) * _DENSITY_KG_M3, baseCollisionShapeIndex=shape,
+                                 baseInertialFramePosition=hull.center_mass.tolist())
+        c.changeDynamics(body, -1, lateralFriction=0.7, rollingFriction=1e-3, spinningFriction=1e-3, restitution=0.0)
+        self.scene.attach_meshes(body, [instance.mesh])
+        self.scene.body_names[body] = f'rigid:{instance.name}'
+        self.rigid[body] = instance
+        self._hull_com[body] = hull.center_mass
+        return body
+
+    def _drop(self, bodies: list[int]) -> None:
+        """Each upright at a random yaw and small tilt above a random spot of the table, clear of what is there."""
+        c, cfg, rng = self.client, self.config, self.scene.rng
+        placed = [b for b in [*self.rigid, *self.articulated] if b not in bodies]
+        for body in bodies:
+            size = self.rigid[body].size_m
+            z = self.table_top_z + 0.5 * float(np.linalg.norm(size)) + rng.uniform(*cfg.drop_height_range_m)
+            for _ in range(_PLACEMENT_TRIES):
+                xy = np.asarray(cfg.table_xy_m) + rng.uniform(-1.0, 1.0, 2) * cfg.spread * self.table_half
+                tilt_axis = rng.uniform(0.0, 2.0 * math.pi)
+                tilt = math.radians(rng.uniform(0.0, cfg.tilt_deg))
+                R = (_rotation([math.cos(tilt_axis), math.sin(tilt_axis), 0.0], tilt)
+                     @ _rotation([0.0, 0.0, 1.0], rng.uniform(0.0, 2.0 * math.pi)) @ _UPRIGHT)
+                com = self._hull_com[body]
+                quaternion = matrix_to_quat_xyzw(R).tolist()
+                c.resetBasePositionAndOrientation(body, (np.array([*xy, z]) + R @ com).tolist(), quaternion)
+                c.resetBaseVelocity(body, [0, 0, 0], [0, 0, 0])
+                if not any(c.getClosestPoints(body, other, 0.0) for other in placed):
+                    break
+                z += 0.02  # crowded: try a little higher
+            placed.append(body)
+
+    def _settle(self) -> None:
+        for step in range(self.config.settle_max_steps):
+            self.client.stepSimulation()
+            if step % 10 == 9 and self.resting():
+                return
+
+    def resting(self) -> bool:
+        """Whether every rigid instance is at rest."""
+        for body in self.rigid:
+            linear, angular = self.client.getBaseVelocity(body)
+            if np.linalg.norm(linear) > _REST_LINEAR_M_S or np.linalg.norm(angular) > _REST_ANGULAR_RAD_S:
+                return False
+        return True
+
+    def _on_table(self, body: int) -> bool:
+        centre = link_frame(self.client, body, -1)[:3, 3]
+        inside = np.all(np.abs(centre[:2] - np.asarray(self.config.table_xy_m)) <= self.table_half)
+        return bool(inside and centre[2] > self.table_top_z)
+
+    # ------------------------------------------------------------------ view
+    def new_view(self) -> None:
+        """A camera pose around the centre of the layout's instances, and new lights, backdrop, floor and table."""
+        scene = self.scene
+        centres = [link_frame(self.client, b, -1)[:3, 3] for b in [*self.rigid, *self.articulated]]
+        scene.config.look_at_m = tuple(float(v) for v in np.mean(centres, axis=0))
+        scene.randomize_camera()
+        scene.randomize_appearance()
+        if self.table_body is None:
+            return
+        rng, cfg = scene.appearance_rng, scene.config
+        texture = scene.surface_image(_TABLE_TEXTURE_PX, _TABLE_TEXTURE_PX)
+        if texture is None:
+            texture = np.full((_TABLE_TEXTURE_PX, _TABLE_TEXTURE_PX, 3), 200, np.uint8)
+        tint = tuple(float(v) for v in rng.uniform(0.5, 1.0, 3)) + (1.0,)
+        material = Material(base_color=tint, texture=texture, roughness=float(rng.uniform(*cfg.roughness_range)),
+                            metallic=float(rng.uniform(0.0, 0.3)))
+        scene.attach_meshes(self.table_body, [self._table_mesh], material)
+
+    # ------------------------------------------------------------------ truth
+    def instances(self, T_world_cam: np.ndarray) -> tuple[InstanceTruth, ...]:
+        """Ground truth of every instance at the current state, in body order."""
+        c, T_cam_world = self.client, invert_transform(T_world_cam)
+        truth = []
+        for body in sorted([*self.rigid, *self.articulated]):
+            T_world_obj = link_frame(c, body, -1)
+            if body in self.rigid:
+                inst = self.rigid[body]
+                truth.append(InstanceTruth('rigid', inst.category, inst.seed, inst.name, body, T_world_obj,
+                                           T_cam_world @ T_world_obj, inst.size_m))
+                continue
+            asset = self.articulated[body]
+            T_obj_world = invert_transform(T_world_obj)
+            parts = [PartTruth(c.getBodyInfo(body)[0].decode(), 0, T_cam_world @ T_world_obj)]
+            joints = []
+            for j in range(c.getNumJoints(body)):
+                info = c.getJointInfo(body, j)
+                T_world_link = link_frame(c, body, j)
+                parts.append(PartTruth(info[12].decode(), j + 1, T_cam_world @ T_world_link))
+                if info[2] in JOINT_TYPES:
+                    T_obj_link = T_obj_world @ T_world_link
+                    # pybullet's joint axis is in the child link's frame, which sits on the axis.
+                    joints.append(JointTruth(
+                        info[1].decode(), JOINT_TYPES[info[2]], float(c.getJointState(body, j)[0]),
+                        (float(info[8]), float(info[9])), T_obj_link[:3, :3] @ np.asarray(info[13]),
+                        T_obj_link[:3, 3].copy(), j + 1))
+            truth.append(InstanceTruth('articulated', asset.category, asset.seed, asset.name, body, T_world_obj,
+                                       T_cam_world @ T_world_obj, asset.size_m.copy(), tuple(parts), tuple(joints)))
+        return tuple(truth)
+
+    def render(self) -> ProceduralFrame:
+        frame = self.scene.render()
+        return ProceduralFrame(frame, self.instances(frame.T_base_cam))
+
+    def close(self) -> None:
+        self.scene.close()
+        if self._own_assets:
+            shutil.rmtree(self.asset_dir, ignore_errors=True)
+
+    def __enter__(self) -> ProceduralScene:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _rotation(axis, angle: float) -> np.ndarray:
+    return np.array(pybullet.getMatrixFromQuaternion(pybullet.getQuaternionFromAxisAngle(axis, angle))).reshape(3, 3)
+
