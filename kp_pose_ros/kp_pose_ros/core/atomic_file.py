@@ -34,3 +34,15 @@ def atomic_open(path: str | os.PathLike, mode: str = 'w') -> Iterator[IO]:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_imwrite(path: str | os.PathLike, image) -> None:
+    """Encode `image` (as cv2.imwrite would, by the file's suffix) and write it atomically."""
+    import cv2
+
+    path = Path(path)
+    ok, buf = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise OSError(f'could not encode {path}')
+    with atomic_open(path, 'wb') as f:
+        f.write(buf.tobytes())

@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 import yaml
 
-from kp_pose_ros.core.atomic_file import atomic_open
+from kp_pose_ros.core.atomic_file import atomic_imwrite, atomic_open
 from kp_pose_ros.core.image_codec import metres_to_depth
 from kp_pose_ros.sim.camera_presets import PRESET_NAMES, preset
 from kp_pose_ros.sim.objects import (
@@ -63,14 +63,6 @@ META_FILE = 'meta.yaml'
 SPLIT = 'train_pbr'
 FRAMES_PER_SCENE = 1000
 DEPTH_SCALE = 1.0  # depth PNG value * depth_scale = mm
-
-
-def _imwrite(path: Path, image: np.ndarray) -> None:
-    ok, buf = cv2.imencode(path.suffix, image)
-    if not ok:
-        raise OSError(f'could not encode {path}')
-    with atomic_open(path, 'wb') as f:
-        f.write(buf.tobytes())
 
 
 def _write_json(path: Path, data) -> None:
@@ -187,14 +179,14 @@ def _write_frame(folder: Path, im_id: int, frame: ObjectFrame, models, tables: d
                  min_visib_fract: float, yolo_dir: Path, yolo_name: str) -> None:
     f, name = frame.frame, f'{im_id:06d}'
     depth_png = metres_to_depth(f.depth_m, '16UC1')
-    _imwrite(folder / 'rgb' / f'{name}.png', cv2.cvtColor(f.rgb, cv2.COLOR_RGB2BGR))
-    _imwrite(folder / 'depth' / f'{name}.png', depth_png)
+    atomic_imwrite(folder / 'rgb' / f'{name}.png', cv2.cvtColor(f.rgb, cv2.COLOR_RGB2BGR))
+    atomic_imwrite(folder / 'depth' / f'{name}.png', depth_png)
     T_cam_world = np.linalg.inv(f.T_base_cam)
     gt, info, labels = [], [], []
     for k, instance in enumerate(frame.instances):
-        _imwrite(folder / 'mask' / f'{name}_{k:06d}.png', frame.full_masks[k].astype(np.uint8) * 255)
+        atomic_imwrite(folder / 'mask' / f'{name}_{k:06d}.png', frame.full_masks[k].astype(np.uint8) * 255)
         visible = frame.visible_mask(k)
-        _imwrite(folder / 'mask_visib' / f'{name}_{k:06d}.png', visible.astype(np.uint8) * 255)
+        atomic_imwrite(folder / 'mask_visib' / f'{name}_{k:06d}.png', visible.astype(np.uint8) * 255)
         R, t = bop_pose(instance.T_cam_obj)
         gt.append({'cam_R_m2c': R, 'cam_t_m2c': t, 'obj_id': instance.obj_id})
         info.append(gt_info(frame, k, models[instance.obj_id], depth_png))

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 import yaml
 
-from kp_pose_ros.core.atomic_file import atomic_open
+from kp_pose_ros.core.atomic_file import atomic_imwrite, atomic_open
 from kp_pose_ros.core.image_codec import depth_to_metres, metres_to_depth
 from kp_pose_ros.sim.camera_presets import PRESET_NAMES, preset
 from kp_pose_ros.sim.photos import licence_records
@@ -59,14 +59,6 @@ def _listed(array: np.ndarray) -> list:
     if array.dtype.kind == 'f':
         return np.where(np.isfinite(array), array, None).tolist()
     return array.tolist()
-
-
-def _imwrite(path: Path, image: np.ndarray) -> None:
-    ok, buf = cv2.imencode(path.suffix, image)
-    if not ok:
-        raise OSError(f'could not encode {path}')
-    with atomic_open(path, 'wb') as f:
-        f.write(buf.tobytes())
 
 
 def _write_yaml(path: Path, data: dict) -> None:
@@ -136,9 +128,9 @@ def write_dataset(out_dir: str | os.PathLike, num_frames: int, config: SceneConf
                 scene.set_joint_positions(scene.sample_joint_positions())
                 frame = scene.render()
                 name = f'{index:06d}.png'
-                _imwrite(out / 'rgb' / name, cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
-                _imwrite(out / 'depth' / name, metres_to_depth(frame.depth_m, '16UC1'))
-                _imwrite(out / 'mask' / name, (frame.link_seg + 1).astype(np.uint8))
+                atomic_imwrite(out / 'rgb' / name, cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
+                atomic_imwrite(out / 'depth' / name, metres_to_depth(frame.depth_m, '16UC1'))
+                atomic_imwrite(out / 'mask' / name, (frame.link_seg + 1).astype(np.uint8))
                 line = (json.dumps(_annotation(index, index // frames_per_camera, frame)) + '\n').encode()
                 if os.write(fd, line) != len(line):
                     raise OSError(f'short write to {out / ANNOTATIONS_FILE} (disk full?)')

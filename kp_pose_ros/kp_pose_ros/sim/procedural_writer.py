@@ -41,13 +41,12 @@ import cv2
 import numpy as np
 import yaml
 
-from kp_pose_ros.core.atomic_file import atomic_open
+from kp_pose_ros.core.atomic_file import atomic_imwrite, atomic_open
 from kp_pose_ros.core.image_codec import metres_to_depth
-from kp_pose_ros.sim.camera_effects import EffectRanges
 from kp_pose_ros.sim.camera_presets import PRESET_NAMES, preset
-from kp_pose_ros.sim.depth_sensors import DEPTH_SENSOR_NAMES
 from kp_pose_ros.sim.procedural import ARTICULATED_CATEGORIES, CATEGORIES, SPLITS, split_of
 from kp_pose_ros.sim.procedural_scene import ProceduralFrame, ProceduralScene, ProceduralSceneConfig
+from kp_pose_ros.sim.writer_cli import add_sensor_arguments, progress_printer, sensor_settings
 
 LAYOUT_VERSION = 1
 GENERATOR = 'kp_pose_ros.sim.procedural_writer'
@@ -75,14 +74,6 @@ def config_for(kind: str, categories=None, **settings) -> ProceduralSceneConfig:
     return ProceduralSceneConfig(categories=rigid, articulated_categories=articulated,
                                  rigid_per_layout=rigid_counts if rigid else (0, 0),
                                  articulated_per_layout=articulated_counts if articulated else (0, 0), **settings)
-
-
-def _imwrite(path: Path, image: np.ndarray) -> None:
-    ok, buf = cv2.imencode(path.suffix, image)
-    if not ok:
-        raise OSError(f'could not encode {path}')
-    with atomic_open(path, 'wb') as f:
-        f.write(buf.tobytes())
 
 
 def _meta(kind: str, config: ProceduralSceneConfig, seed: int, num_frames: int, views_per_layout: int,
@@ -166,10 +157,10 @@ def write_procedural(out_dir: str | os.PathLike, num_frames: int, kind: str = 'm
                     mask = frame.instance_mask(k)
                     instance_png[mask] = k + 1
                     part_png[mask] = np.clip(frame.frame.part_seg[mask] + 1, 1, 255)
-                _imwrite(out / paths['rgb'], cv2.cvtColor(frame.frame.rgb, cv2.COLOR_RGB2BGR))
-                _imwrite(out / paths['depth'], metres_to_depth(frame.frame.depth_m, '16UC1'))
-                _imwrite(out / paths['instance_mask'], instance_png)
-                _imwrite(out / paths['part_mask'], part_png)
+                atomic_imwrite(out / paths['rgb'], cv2.cvtColor(frame.frame.rgb, cv2.COLOR_RGB2BGR))
+                atomic_imwrite(out / paths['depth'], metres_to_depth(frame.frame.depth_m, '16UC1'))
+                atomic_imwrite(out / paths['instance_mask'], instance_png)
+                atomic_imwrite(out / paths['part_mask'], part_png)
                 assets = [_asset(scene, out, inst.body) for inst in frame.instances]
                 record = _annotation(index, index // views_per_layout, frame, assets, paths)
                 line = (json.dumps(record) + '\n').encode()
@@ -195,24 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--split', default='train', choices=tuple(SPLITS), help='instance seeds to draw from')
     parser.add_argument('--views-per-layout', type=int, default=5, help='frames per layout')
     parser.add_argument('--camera', default='realsense_d435', choices=PRESET_NAMES, help='intrinsics preset')
-    parser.add_argument('--depth-sensor', default='ideal', choices=DEPTH_SENSOR_NAMES, help='depth sensor model')
-    parser.add_argument('--camera-effects', action='store_true',
-                        help='draw a colour camera per frame (exposure, white balance, blur, noise, gamma, JPEG)')
+    add_sensor_arguments(parser)
     args = parser.parse_args(argv)
     if args.frames < 1 or args.views_per_layout < 1:
         parser.error('--frames and --views-per-layout must be >= 1')
     try:
         config = config_for(args.kind, args.categories, camera=preset(args.camera), split=args.split,
-                            depth_sensor=args.depth_sensor,
-                            camera_effects=EffectRanges() if args.camera_effects else None)
+                            **sensor_settings(args))
     except ValueError as exc:
         parser.error(str(exc))
-    step = max(1, args.frames // 20)
-
-    def report(done: int, total: int) -> None:
-        if done % step == 0 or done == total:
-            print(f'{done}/{total} frames', file=sys.stderr, flush=True)
-
+    report = progress_printer(args.frames)
     out = write_procedural(args.out, args.frames, args.kind, config, args.seed, args.views_per_layout, report)
     print(f'wrote {args.frames} frames to {out}')
     return 0
