@@ -208,3 +208,37 @@ def test_renders_from_another_thread_than_the_one_that_built_it():
         worker.join()
         np.testing.assert_array_equal(results[0].rgb, expected.rgb)
         np.testing.assert_array_equal(renderer.render().instance, expected.instance)
+
+
+def test_box_uv_lets_any_mesh_wear_a_texture_and_materials_vary_without_drift():
+    from kp_pose_ros.sim.renderer import with_box_uv
+
+    checker = np.zeros((64, 64, 3), np.uint8)
+    checker[:32, :32] = checker[32:, 32:] = 255
+    box = with_box_uv(trimesh.creation.box([0.2, 0.2, 0.2]), tile_m=0.05)
+    assert box.visual.uv.shape == (len(box.vertices), 2)
+    with MeshRenderer(SMALL) as renderer:
+        handle = renderer.add_mesh(box, 1, Material(texture=checker))
+        renderer.set_pose(handle, _pose(trimesh.transformations.rotation_matrix(0.4, [1, 1, 0])[:3, :3],
+                                        (0.0, 0.0, 0.8)))
+        renderer.set_lights([Light('directional', direction=(0.1, 0.2, 1.0), intensity=4.0)])
+        textured = renderer.render()
+        inside = textured.instance == 1
+        assert inside.sum() > 2000
+        renderer.remove(handle)
+        handle = renderer.add_mesh(box, 1, Material(base_color=(0.2, 0.2, 0.2, 1)))  # about the checker's mean
+        renderer.set_pose(handle, _pose(trimesh.transformations.rotation_matrix(0.4, [1, 1, 0])[:3, :3],
+                                        (0.0, 0.0, 0.8)))
+        untextured = renderer.render()
+        # The checker shows on every face: far more variation than shading alone gives.
+        assert textured.rgb[inside].std() > 3 * untextured.rgb[untextured.instance == 1].std()
+
+        plain = renderer.add_mesh(trimesh.creation.box([0.1, 0.1, 0.1]), 2, Material(base_color=(0.8, 0.8, 0.8, 1)))
+        renderer.set_pose(plain, _pose(t=(0.12, 0.0, 0.5)))
+        before = renderer.render().rgb[renderer.render().instance == 2].mean()
+        for _ in range(3):  # relative to the original material every time: no drift
+            renderer.vary_material(plain, tint=(0.3, 0.3, 0.3))
+        darker = renderer.render()
+        assert darker.rgb[darker.instance == 2].mean() < 0.8 * before
+        renderer.vary_material(plain)
+        np.testing.assert_allclose(renderer.render().rgb[darker.instance == 2].mean(), before, atol=1.0)

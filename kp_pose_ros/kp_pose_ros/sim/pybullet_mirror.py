@@ -102,6 +102,21 @@ class PybulletMirror:
         for part in self._parts.pop(body, []):
             self.renderer.remove(part.handle)
 
+    def detach(self, body: int) -> None:
+        """Undo attach: draw `body` with its pybullet visual shapes again from the next sync."""
+        if self._attached.pop(body, None) is not None:
+            for part in self._parts.pop(body, []):
+                self.renderer.remove(part.handle)
+
+    def body_meshes(self, body: int) -> list[trimesh.Trimesh]:
+        """pybullet's visual shapes of a single-link body as meshes in its base link frame (to texture it anew)."""
+        meshes = []
+        for v in self.client.getVisualShapeData(body):
+            if v[1] == -1:
+                for mesh in _shape_meshes(v[2], v[3], v[4]):
+                    meshes.append(mesh.apply_transform(_pose(v[5], v[6])))
+        return meshes
+
     def drop(self, body: int) -> None:
         """Forget a body about to be removed from the client, so a new body given its id is not drawn as this one."""
         self._attached.pop(body, None)

@@ -35,6 +35,19 @@ _ID_BITS = 24  # instance ids travel through the id pass as 8-bit RGB colours (i
 _live_renderers = 0
 
 
+def with_box_uv(mesh: trimesh.Trimesh, tile_m: float) -> trimesh.Trimesh:
+    """A copy of ``mesh`` with UV coordinates from a box projection (each face mapped along its dominant normal
+    axis, one texture tile per ``tile_m``), so any shape, UVs or not, can wear a texture such as a photograph."""
+    out = mesh.copy()
+    out.unmerge_vertices()  # one vertex per face corner, so each face gets its own projection
+    axis = np.argmax(np.abs(out.face_normals), axis=1)
+    corners = out.vertices[out.faces]  # (F, 3, 3)
+    keep = np.array([[1, 2], [0, 2], [0, 1]])[axis]  # the two coordinates across the dominant axis
+    uv = np.take_along_axis(corners, keep[:, None, :], axis=2) / tile_m
+    out.visual = trimesh.visual.TextureVisuals(uv=uv.reshape(-1, 2))
+    return out
+
+
 class RendererError(RuntimeError):
     """The renderer cannot run here (no OpenGL context) or was given something it cannot draw."""
 
@@ -133,6 +146,7 @@ class MeshRenderer:
         self._light_nodes: list[pyrender.Node] = []
         self._background: np.ndarray | None = None
         self._seg_colors: dict[pyrender.Node, np.ndarray] = {}
+        self._base_factors: dict[pyrender.Node, list] = {}
         try:
             self._gl = pyrender.OffscreenRenderer(camera.width, camera.height)
             global _live_renderers
@@ -159,6 +173,22 @@ class MeshRenderer:
     def remove(self, handle: pyrender.Node) -> None:
         self._scene.remove_node(handle)
         del self._seg_colors[handle]
+        self._base_factors.pop(handle, None)
+
+    def vary_material(self, handle: pyrender.Node, tint=(1.0, 1.0, 1.0), roughness: float | None = None,
+                      metallic: float | None = None) -> None:
+        """Small variations of a mesh's own material (a target's paint ages, reflects, differs per unit): base
+        colour times ``tint``, roughness and metallic replaced where given. Always relative to the material the
+        mesh was added with, so repeated calls do not drift."""
+        primitives = handle.mesh.primitives
+        if handle not in self._base_factors:
+            self._base_factors[handle] = [(np.array(p.material.baseColorFactor, float), p.material.roughnessFactor,
+                                           p.material.metallicFactor) for p in primitives]
+        for p, (colour, rough, metal) in zip(primitives, self._base_factors[handle]):
+            p.material.baseColorFactor = np.concatenate([np.clip(colour[:3] * np.asarray(tint, float), 0, 1),
+                                                         colour[3:]])
+            p.material.roughnessFactor = rough if roughness is None else float(roughness)
+            p.material.metallicFactor = metal if metallic is None else float(metallic)
 
     def set_pose(self, handle: pyrender.Node, T_world_mesh: np.ndarray) -> None:
         self._scene.set_pose(handle, np.asarray(T_world_mesh, dtype=np.float64))

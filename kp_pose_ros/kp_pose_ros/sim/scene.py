@@ -40,7 +40,7 @@ from kp_pose_ros.sim.camera_presets import preset
 from kp_pose_ros.sim.depth_sensors import IdealDepthModel, depth_model_from_name, gaussian
 from kp_pose_ros.sim.photos import random_photo_crop
 from kp_pose_ros.sim.pybullet_mirror import PybulletMirror, instance_id, link_frame, split_instance
-from kp_pose_ros.sim.renderer import Light, Material, MeshRenderer
+from kp_pose_ros.sim.renderer import Light, Material, MeshRenderer, with_box_uv
 
 RENDERERS = ('pbr', 'tiny')
 PANDA_ARM_JOINTS = tuple(f'panda_joint{i}' for i in range(1, 8))
@@ -120,6 +120,12 @@ class SceneConfig:
     # Roughness and metallic of plain-coloured shapes (distractors), drawn per appearance.
     roughness_range: tuple[float, float] = (0.25, 0.95)
     metallic_range: tuple[float, float] = (0.0, 0.6)
+    # Share of distractors (pbr) wearing a photograph or procedural texture instead of a plain colour.
+    textured_distractor_chance: float = 0.5
+    # Small per-appearance variations of the robot's own materials (pbr): colour tint (+-), roughness, metallic.
+    robot_tint_jitter: float = 0.08
+    robot_roughness_range: tuple[float, float] = (0.3, 0.8)
+    robot_metallic_range: tuple[float, float] = (0.0, 0.3)
     # Share of backdrops and floor textures cut from real photographs (sim.photos, where installed) rather than
     # procedural ones (pbr renderer; the tiny one keeps procedural textures).
     photo_chance: float = 0.5
@@ -197,6 +203,11 @@ class SceneConfig:
         if self.camera_effects is not None and not isinstance(self.camera_effects, EffectRanges):
             raise TypeError('camera_effects must be a sim.camera_effects.EffectRanges or None, got '
                             f'{type(self.camera_effects).__name__}')
+        self.robot_roughness_range = _pair(self.robot_roughness_range, 'robot_roughness_range', 0.0, 1.0)
+        self.robot_metallic_range = _pair(self.robot_metallic_range, 'robot_metallic_range', 0.0, 1.0)
+        if not (0.0 <= self.robot_tint_jitter < 1.0 and 0.0 <= self.textured_distractor_chance <= 1.0):
+            raise ValueError('robot_tint_jitter must lie within [0, 1) and textured_distractor_chance within [0, 1], '
+                             f'got {self.robot_tint_jitter} and {self.textured_distractor_chance}')
         if not 0.0 <= self.photo_chance <= 1.0:
             raise ValueError(f'photo_chance must lie within [0, 1], got {self.photo_chance}')
 
@@ -638,9 +649,30 @@ class SimScene:
         for body in self.distractor_ids:
             self._place_distractor(body, placed)
             placed.append(body)
-            self._mirror.material_jitter[body] = (float(rng.uniform(*cfg.roughness_range)),
-                                                  float(rng.uniform(*cfg.metallic_range)))
+            roughness, metallic = float(rng.uniform(*cfg.roughness_range)), float(rng.uniform(*cfg.metallic_range))
+            self._mirror.material_jitter[body] = (roughness, metallic)
             c.changeVisualShape(body, -1, rgbaColor=rng.uniform(0.05, 1.0, 3).tolist() + [1.0])
+            if rng.random() < cfg.textured_distractor_chance:
+                texture = self.surface_image(_FLOOR_TEXTURE_PX, _FLOOR_TEXTURE_PX)
+                if texture is not None:
+                    meshes = [with_box_uv(m, rng.uniform(0.05, 0.3)) for m in self._mirror.body_meshes(body)]
+                    self._mirror.attach(body, meshes, Material(texture=texture, roughness=roughness,
+                                                               metallic=metallic))
+                    continue
+            self._mirror.detach(body)
+        self._vary_robot_materials()
+
+    def _vary_robot_materials(self) -> None:
+        """Small variations of the target's own materials: paint tint, gloss and metal differ between units,
+        cameras and light; the network must not learn one exact shade."""
+        if self.robot_id is None:
+            return
+        cfg, rng = self.config, self.appearance_rng
+        self._mirror.sync()
+        for handle in self._mirror.handles(self.robot_id):
+            self._pbr.vary_material(handle, tint=1.0 + rng.uniform(-cfg.robot_tint_jitter, cfg.robot_tint_jitter, 3),
+                                    roughness=float(rng.uniform(*cfg.robot_roughness_range)),
+                                    metallic=float(rng.uniform(*cfg.robot_metallic_range)))
 
     def _floor_mesh(self) -> trimesh.Trimesh:
         """The floor plane as a textured quad, the texture repeated every _FLOOR_TILE_M."""
