@@ -23,17 +23,13 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pybullet
 
-from kp_pose_ros.core.camera import CameraModel
 from kp_pose_ros.core.transforms import invert_transform, matrix_to_quat_xyzw
-from kp_pose_ros.sim.camera_effects import EffectRanges
-from kp_pose_ros.sim.camera_presets import preset
-from kp_pose_ros.sim.objects import _textured_box
 from kp_pose_ros.sim.procedural import (
     ARTICULATED_CATEGORIES,
     CATEGORIES,
@@ -45,18 +41,14 @@ from kp_pose_ros.sim.procedural import (
     draw_seeds,
 )
 from kp_pose_ros.sim.pybullet_mirror import link_frame
-from kp_pose_ros.sim.renderer import Material
-from kp_pose_ros.sim.scene import SceneConfig, SimFrame, SimScene
+from kp_pose_ros.sim.scene import SimFrame, SimScene
+from kp_pose_ros.sim.tabletop import TableTop, TableTopConfig, TableTopScene
 
 JOINT_TYPES = {pybullet.JOINT_REVOLUTE: 'revolute', pybullet.JOINT_PRISMATIC: 'prismatic'}
 # Where each articulated category stands: laptops on the table when the layout has one.
 TABLE_TOP_CATEGORIES = ('laptop',)
 _DENSITY_KG_M3 = 500.0
-_TABLE_TEXTURE_PX = 256
-_TABLE_TILE_M = 0.5
 _PLACEMENT_TRIES = 30
-_REST_LINEAR_M_S = 5e-3
-_REST_ANGULAR_RAD_S = 5e-2
 # z up -> NOCS canonical y up: the canonical frame's axes in a world frame where it stands upright.
 _UPRIGHT = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
@@ -69,33 +61,27 @@ def _counts(value, name: str) -> tuple[int, int]:
 
 
 @dataclass
-class ProceduralSceneConfig:
-    """What a layout holds and the ranges it draws from (metres, degrees), plus the sensor settings of SceneConfig."""
+class ProceduralSceneConfig(TableTopConfig):
+    """What a layout holds and the ranges it draws from (metres, degrees); table, drop, camera and sensor settings as
+    TableTopConfig, with defaults of its own for larger instances seen from further away. `spread` also applies to
+    laptops; the camera looks around the centre of what the layout holds."""
 
-    camera: CameraModel = field(default_factory=lambda: preset('realsense_d435'))
+    table_size_range_m: tuple[float, float] = (0.6, 1.0)
+    table_height_range_m: tuple[float, float] = (0.55, 0.85)
+    drop_height_range_m: tuple[float, float] = (0.01, 0.06)
+    settle_max_steps: int = 1500
+    distance_range_m: tuple[float, float] = (0.7, 1.8)
+    elevation_range_deg: tuple[float, float] = (15.0, 70.0)
+    look_at_jitter_m: float = 0.1
     categories: tuple[str, ...] = CATEGORIES                   # rigid, on the table
     articulated_categories: tuple[str, ...] = ARTICULATED_CATEGORIES
     rigid_per_layout: tuple[int, int] = (3, 6)
     articulated_per_layout: tuple[int, int] = (1, 2)
     split: str = 'train'
-    table_xy_m: tuple[float, float] = (0.0, 0.0)
-    table_size_range_m: tuple[float, float] = (0.6, 1.0)
-    table_height_range_m: tuple[float, float] = (0.55, 0.85)
-    spread: float = 0.6  # rigid instances and laptops land within this share of the table's half-size
     yaw_range_deg: tuple[float, float] = (-180.0, 180.0)
     # Articulated objects on the floor stand this far from the table's edge (or, without a table, from its centre).
     floor_gap_range_m: tuple[float, float] = (0.05, 0.6)
     tilt_deg: float = 10.0
-    drop_height_range_m: tuple[float, float] = (0.01, 0.06)
-    settle_max_steps: int = 1500
-    redrops: int = 2
-    # Camera around the centre of what the layout holds.
-    distance_range_m: tuple[float, float] = (0.7, 1.8)
-    elevation_range_deg: tuple[float, float] = (15.0, 70.0)
-    look_at_jitter_m: float = 0.1
-    depth_sensor: str = 'ideal'
-    camera_effects: EffectRanges | None = None
-    random_background: bool = True
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.categories if c not in CATEGORIES] + [
@@ -113,14 +99,7 @@ class ProceduralSceneConfig:
             raise ValueError('a layout needs at least one instance')
         if self.split not in SPLITS:
             raise ValueError(f'split must be one of {tuple(SPLITS)}, got {self.split!r}')
-        if not 0.0 < self.spread <= 1.0:
-            raise ValueError(f'spread must lie within (0, 1], got {self.spread}')
-
-    def scene_config(self) -> SceneConfig:
-        return SceneConfig(camera=self.camera, robot_urdf=None, distance_range_m=self.distance_range_m,
-                           elevation_range_deg=self.elevation_range_deg, look_at_jitter_m=self.look_at_jitter_m,
-                           roll_jitter_deg=10.0, depth_sensor=self.depth_sensor, camera_effects=self.camera_effects,
-                           random_background=self.random_background, renderer='pbr')
+        super().__post_init__()
 
 
 @dataclass(frozen=True)
@@ -167,7 +146,7 @@ class ProceduralFrame:
         return self.instance_mask(k) & (self.frame.part_seg == part_id)
 
 
-class ProceduralScene:
+class ProceduralScene(TableTopScene):
     """`new_layout()` builds new instances and places them; `new_view()` draws a camera pose and looks; `render()`
     gives the frame and its truth. URDFs and OBJs go to `asset_dir` (a temporary folder, removed on close, if None);
     rigid meshes stay in memory (`rigid[body]`)."""
@@ -180,8 +159,7 @@ class ProceduralScene:
         self.scene = SimScene(self.config.scene_config(), seed)
         self.client = self.scene.client
         self.client.setGravity(0.0, 0.0, -9.81)
-        self.table_body: int | None = None
-        self.table_top_z, self.table_half = 0.0, np.zeros(2)
+        self.table = TableTop(self.scene, self.config, _PLACEMENT_TRIES)  # built only for layouts with rigid instances
         self.rigid: dict[int, CategoryInstance] = {}
         self.articulated: dict[int, ArticulatedAsset] = {}
         self._assets: dict[tuple[str, int], ArticulatedAsset] = {}
@@ -191,42 +169,25 @@ class ProceduralScene:
     # ------------------------------------------------------------------ layout
     def new_layout(self) -> None:
         cfg, rng = self.config, self.scene.rng
-        for body in [*self.rigid, *self.articulated, *([self.table_body] if self.table_body is not None else [])]:
+        for body in [*self.rigid, *self.articulated]:
             self.scene.remove_body(body)
-        self.rigid, self.articulated, self._hull_com, self.table_body = {}, {}, {}, None
+        self.table.remove()
+        self.rigid, self.articulated, self._hull_com = {}, {}, {}
         n_rigid = int(rng.integers(cfg.rigid_per_layout[0], cfg.rigid_per_layout[1] + 1))
         n_art = int(rng.integers(cfg.articulated_per_layout[0], cfg.articulated_per_layout[1] + 1))
         if n_rigid + n_art == 0:
             n_rigid, n_art = (1, 0) if cfg.rigid_per_layout[1] > 0 else (0, 1)
         if n_rigid > 0:
-            self._make_table()
+            self.table.build()
         for category, seed in zip(rng.choice(list(cfg.articulated_categories), n_art).tolist() if n_art else [],
                                   draw_seeds(rng, cfg.split, n_art)):
             self._place_articulated(category, seed)
         if n_rigid:
             bodies = [self._make_rigid(category, seed) for category, seed in
                       zip(rng.choice(list(cfg.categories), n_rigid).tolist(), draw_seeds(rng, cfg.split, n_rigid))]
-            for _ in range(cfg.redrops + 1):
-                self._drop(bodies)
-                self._settle()
-                bodies = [b for b in self.rigid if not self._on_table(b)]
-                if not bodies:
-                    break
-            for body in bodies:
-                self.scene.remove_body(body)
+            for body in self.table.drop_and_settle(bodies, self._place_rigid, self._drop_heights, self.articulated):
                 del self.rigid[body]
         self.new_view()
-
-    def _make_table(self) -> None:
-        c, cfg, rng = self.client, self.config, self.scene.rng
-        size, height = rng.uniform(*cfg.table_size_range_m, 2), rng.uniform(*cfg.table_height_range_m)
-        self.table_half, self.table_top_z = size / 2.0, float(height)
-        shape = c.createCollisionShape(pybullet.GEOM_BOX, halfExtents=[size[0] / 2, size[1] / 2, height / 2])
-        self.table_body = c.createMultiBody(baseMass=0, baseCollisionShapeIndex=shape,
-                                            basePosition=[*cfg.table_xy_m, height / 2])
-        c.changeDynamics(self.table_body, -1, lateralFriction=0.8)
-        self.scene.body_names[self.table_body] = 'table'
-        self._table_mesh = _textured_box([size[0], size[1], height], _TABLE_TILE_M)
 
     def _aabb(self, body: int) -> tuple[np.ndarray, np.ndarray]:
         """World AABB of every link (pybullet's getAABB of a body covers its base link only)."""
@@ -250,18 +211,19 @@ class ProceduralScene:
             states = [c.getJointState(body, j)[0] for j in joints]
             c.setJointMotorControlArray(body, joints, pybullet.POSITION_CONTROL, targetPositions=states,
                                         forces=[1e4] * len(joints))
-        on_table = self.table_body is not None and category in TABLE_TOP_CATEGORIES
-        others = [b for b in [*self.articulated, self.table_body] if b is not None and b != body]
+        table = self.table.body
+        on_table = table is not None and category in TABLE_TOP_CATEGORIES
+        others = [b for b in [*self.articulated, table] if b is not None and b != body]
         radius = 0.5 * float(np.hypot(*asset.size_m[:2]))
-        table_radius = float(np.hypot(*self.table_half)) if self.table_body is not None else 0.0
+        table_radius = float(np.hypot(*self.table.half)) if table is not None else 0.0
         for _ in range(_PLACEMENT_TRIES):
             yaw = math.radians(rng.uniform(*cfg.yaw_range_deg))
             if on_table:
-                xy = np.asarray(cfg.table_xy_m) + rng.uniform(-1.0, 1.0, 2) * cfg.spread * self.table_half
-                floor_z = self.table_top_z
+                xy = self.table.random_xy()
+                floor_z = self.table.top_z
             else:
                 angle = rng.uniform(0.0, 2.0 * math.pi)
-                distance = (table_radius + radius if self.table_body is not None else 0.0) + rng.uniform(
+                distance = (table_radius + radius if table is not None else 0.0) + rng.uniform(
                     *cfg.floor_gap_range_m)
                 xy = np.asarray(cfg.table_xy_m) + distance * np.array([math.cos(angle), math.sin(angle)])
                 floor_z = 0.0
@@ -286,46 +248,24 @@ class ProceduralScene:
         self._hull_com[body] = hull.center_mass
         return body
 
-    def _drop(self, bodies: list[int]) -> None:
-        """Each upright at a random yaw and small tilt above a random spot of the table, clear of what is there."""
-        c, cfg, rng = self.client, self.config, self.scene.rng
-        placed = [b for b in [*self.rigid, *self.articulated] if b not in bodies]
-        for body in bodies:
-            size = self.rigid[body].size_m
-            z = self.table_top_z + 0.5 * float(np.linalg.norm(size)) + rng.uniform(*cfg.drop_height_range_m)
-            for _ in range(_PLACEMENT_TRIES):
-                xy = np.asarray(cfg.table_xy_m) + rng.uniform(-1.0, 1.0, 2) * cfg.spread * self.table_half
-                tilt_axis = rng.uniform(0.0, 2.0 * math.pi)
-                tilt = math.radians(rng.uniform(0.0, cfg.tilt_deg))
-                R = (_rotation([math.cos(tilt_axis), math.sin(tilt_axis), 0.0], tilt)
-                     @ _rotation([0.0, 0.0, 1.0], rng.uniform(0.0, 2.0 * math.pi)) @ _UPRIGHT)
-                com = self._hull_com[body]
-                quaternion = matrix_to_quat_xyzw(R).tolist()
-                c.resetBasePositionAndOrientation(body, (np.array([*xy, z]) + R @ com).tolist(), quaternion)
-                c.resetBaseVelocity(body, [0, 0, 0], [0, 0, 0])
-                if not any(c.getClosestPoints(body, other, 0.0) for other in placed):
-                    break
-                z += 0.02  # crowded: try a little higher
-            placed.append(body)
+    def _place_rigid(self, body: int, position) -> None:
+        """The canonical frame at `position`, upright at a random yaw and small tilt (pybullet places the hull's
+        centre of mass)."""
+        rng = self.scene.rng
+        tilt_axis = rng.uniform(0.0, 2.0 * math.pi)
+        tilt = math.radians(rng.uniform(0.0, self.config.tilt_deg))
+        R = (_rotation([math.cos(tilt_axis), math.sin(tilt_axis), 0.0], tilt)
+             @ _rotation([0.0, 0.0, 1.0], rng.uniform(0.0, 2.0 * math.pi)) @ _UPRIGHT)
+        self.client.resetBasePositionAndOrientation(body, (np.asarray(position) + R @ self._hull_com[body]).tolist(),
+                                                    matrix_to_quat_xyzw(R).tolist())
 
-    def _settle(self) -> None:
-        for step in range(self.config.settle_max_steps):
-            self.client.stepSimulation()
-            if step % 10 == 9 and self.resting():
-                return
+    def _drop_heights(self, body: int) -> tuple[float, float]:
+        """Clear of the table when upright (half the bbox diagonal); crowded retries rise 2 cm."""
+        return 0.5 * float(np.linalg.norm(self.rigid[body].size_m)), 0.02
 
     def resting(self) -> bool:
         """Whether every rigid instance is at rest."""
-        for body in self.rigid:
-            linear, angular = self.client.getBaseVelocity(body)
-            if np.linalg.norm(linear) > _REST_LINEAR_M_S or np.linalg.norm(angular) > _REST_ANGULAR_RAD_S:
-                return False
-        return True
-
-    def _on_table(self, body: int) -> bool:
-        centre = link_frame(self.client, body, -1)[:3, 3]
-        inside = np.all(np.abs(centre[:2] - np.asarray(self.config.table_xy_m)) <= self.table_half)
-        return bool(inside and centre[2] > self.table_top_z)
+        return self.table.resting(self.rigid)
 
     # ------------------------------------------------------------------ view
     def new_view(self) -> None:
@@ -335,16 +275,7 @@ class ProceduralScene:
         scene.config.look_at_m = tuple(float(v) for v in np.mean(centres, axis=0))
         scene.randomize_camera()
         scene.randomize_appearance()
-        if self.table_body is None:
-            return
-        rng, cfg = scene.appearance_rng, scene.config
-        texture = scene.surface_image(_TABLE_TEXTURE_PX, _TABLE_TEXTURE_PX)
-        if texture is None:
-            texture = np.full((_TABLE_TEXTURE_PX, _TABLE_TEXTURE_PX, 3), 200, np.uint8)
-        tint = tuple(float(v) for v in rng.uniform(0.5, 1.0, 3)) + (1.0,)
-        material = Material(base_color=tint, texture=texture, roughness=float(rng.uniform(*cfg.roughness_range)),
-                            metallic=float(rng.uniform(0.0, 0.3)))
-        scene.attach_meshes(self.table_body, [self._table_mesh], material)
+        self.table.new_texture()
 
     # ------------------------------------------------------------------ truth
     def instances(self, T_world_cam: np.ndarray) -> tuple[InstanceTruth, ...]:
