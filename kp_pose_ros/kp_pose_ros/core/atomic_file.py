@@ -46,3 +46,13 @@ def atomic_imwrite(path: str | os.PathLike, image) -> None:
         raise OSError(f'could not encode {path}')
     with atomic_open(path, 'wb') as f:
         f.write(buf.tobytes())
+
+
+def append_json_line(fd: int, record, path: str | os.PathLike) -> None:
+    """Append `record` as one JSON line with a single write() to `fd` (opened O_APPEND), so a reader sees the whole
+    line or none of it; `path` names the file in errors."""
+    import json
+
+    line = (json.dumps(record) + '\n').encode()
+    if os.write(fd, line) != len(line):
+        raise OSError(f'short write to {path} (disk full?)')

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 import yaml
 
-from kp_pose_ros.core.atomic_file import atomic_imwrite, atomic_open
+from kp_pose_ros.core.atomic_file import append_json_line, atomic_imwrite, atomic_open
 from kp_pose_ros.core.image_codec import depth_to_metres, metres_to_depth
 from kp_pose_ros.sim.camera_presets import PRESET_NAMES, preset
 from kp_pose_ros.sim.photos import licence_records
@@ -131,9 +131,7 @@ def write_dataset(out_dir: str | os.PathLike, num_frames: int, config: SceneConf
                 atomic_imwrite(out / 'rgb' / name, cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
                 atomic_imwrite(out / 'depth' / name, metres_to_depth(frame.depth_m, '16UC1'))
                 atomic_imwrite(out / 'mask' / name, (frame.link_seg + 1).astype(np.uint8))
-                line = (json.dumps(_annotation(index, index // frames_per_camera, frame)) + '\n').encode()
-                if os.write(fd, line) != len(line):
-                    raise OSError(f'short write to {out / ANNOTATIONS_FILE} (disk full?)')
+                append_json_line(fd, _annotation(index, index // frames_per_camera, frame), out / ANNOTATIONS_FILE)
                 if progress is not None:
                     progress(index + 1, num_frames)
         finally:

@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 import yaml
 
-from kp_pose_ros.core.atomic_file import atomic_imwrite, atomic_open
+from kp_pose_ros.core.atomic_file import append_json_line, atomic_imwrite, atomic_open
 from kp_pose_ros.core.image_codec import metres_to_depth
 from kp_pose_ros.sim.camera_presets import PRESET_NAMES, preset
 from kp_pose_ros.sim.procedural import ARTICULATED_CATEGORIES, CATEGORIES, SPLITS, split_of
@@ -163,9 +163,7 @@ def write_procedural(out_dir: str | os.PathLike, num_frames: int, kind: str = 'm
                 atomic_imwrite(out / paths['part_mask'], part_png)
                 assets = [_asset(scene, out, inst.body) for inst in frame.instances]
                 record = _annotation(index, index // views_per_layout, frame, assets, paths)
-                line = (json.dumps(record) + '\n').encode()
-                if os.write(fd, line) != len(line):
-                    raise OSError(f'short write to {out / ANNOTATIONS_FILE} (disk full?)')
+                append_json_line(fd, record, out / ANNOTATIONS_FILE)
                 if progress is not None:
                     progress(index + 1, num_frames)
         finally:
