@@ -11,17 +11,32 @@ import time
 import numpy as np
 
 RENDER_PRESETS = ('realsense_d435', 'azure_kinect')
+# Render settings timed per preset: sim_camera's default (PBR without shadows, Gaussian depth noise), PBR with shadows
+# as training renders it, the old flat renderer, and a real camera (PBR with the preset's depth sensor model, colour
+# camera effects and three distractors).
+RENDER_SETTINGS = {
+    'pbr, no shadows (sim_camera default)': {'shadows': False},
+    'pbr with shadows (training data)': {},
+    'tiny': {'renderer': 'tiny'},
+    'pbr + depth sensor + camera effects': {'depth_sensor': 'preset', 'camera_effects': True, 'num_distractors': 3},
+}
 STREAM_RATES_HZ = (10.0, 30.0)  # the default rate, and more than rendering allows (throughput)
 STREAM_SECONDS = 8.0
 TOPICS = ('/camera/camera/color/image_raw', '/camera/camera/aligned_depth_to_color/image_raw')
 
 
-def render_times(preset_name: str, frames: int = 15) -> dict:
+def render_times(preset_name: str, settings: dict, frames: int = 15) -> dict:
+    from kp_pose_ros.sim.camera_effects import EffectRanges
     from kp_pose_ros.sim.camera_presets import preset
     from kp_pose_ros.sim.scene import SceneConfig, SimScene
     from kp_pose_ros.sim.trajectory import RandomWaypointTrajectory
 
-    scene = SimScene(SceneConfig(camera=preset(preset_name)), seed=0)
+    settings = dict(settings)
+    if settings.get('depth_sensor') == 'preset':
+        settings['depth_sensor'] = preset_name
+    if settings.pop('camera_effects', False):
+        settings['camera_effects'] = EffectRanges()
+    scene = SimScene(SceneConfig(camera=preset(preset_name), **settings), seed=0)
     try:
         traj = RandomWaypointTrajectory(scene.joint_limits, seed=0, speed=0.4)
         times = []
@@ -75,14 +90,16 @@ def stream_stats(rate_hz: float, seconds: float = STREAM_SECONDS) -> dict:
 
 
 def run() -> dict:
-    return {'render': {p: render_times(p) for p in RENDER_PRESETS},
+    return {'render': {p: {name: render_times(p, settings) for name, settings in RENDER_SETTINGS.items()}
+                       for p in RENDER_PRESETS},
             'stream': [stream_stats(rate) for rate in STREAM_RATES_HZ]}
 
 
 def report(results: dict) -> str:
-    lines = ['| preset | render median (ms) | render p95 (ms) |', '|---|---|---|']
-    for name, r in results['render'].items():
-        lines.append(f"| {name} | {r['render_ms_median']:.1f} | {r['render_ms_p95']:.1f} |")
+    lines = ['| preset | settings | render median (ms) | render p95 (ms) |', '|---|---|---|---|']
+    for name, per_setting in results['render'].items():
+        for setting, r in per_setting.items():
+            lines.append(f"| {name} | {setting} | {r['render_ms_median']:.1f} | {r['render_ms_p95']:.1f} |")
     lines += ['', 'Two processes over DDS (shared memory):',
               '| asked (Hz) | topic | rate (Hz) | latency median (ms) | latency p95 (ms) | size (KiB) |',
               '|---|---|---|---|---|---|']

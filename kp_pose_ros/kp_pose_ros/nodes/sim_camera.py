@@ -81,6 +81,8 @@ class SimCameraNode(PipelineNode):
         Param('renderer', 'pbr', '"pbr": OpenGL through EGL (materials, several lights, soft shadows, '
               'anti-aliasing); "tiny": pybullet\'s TinyRenderer (flat, faster, no OpenGL needed).',
               choices=RENDERERS),
+        Param('shadows', False, 'Shadow maps (pbr): they cost 2-3x the render time on a CPU, which caps rate_hz; '
+              'training data has them.'),
         Param('depth_sensor', 'gaussian', 'Depth sensor model: "gaussian" (depth_noise_std_m), "ideal", "stereo", '
               '"tof", or a camera preset (realsense_d435: holes, flying pixels, scale bias, misregistration; '
               'azure_kinect_nfov: time of flight).', choices=DEPTH_SENSOR_NAMES),
@@ -108,6 +110,7 @@ class SimCameraNode(PipelineNode):
         try:
             self.scene = SimScene(SceneConfig(camera=camera, num_distractors=p.num_distractors,
                                               random_background=p.random_background, renderer=p.renderer,
+                                              shadows=p.shadows,
                                               camera_effects=EffectRanges() if p.camera_effects else None, **depth),
                                   seed=p.seed)
         except RendererError as exc:
