@@ -1,1 +1,3 @@
-"""Synthetic RGB-D camera: a pybullet scene with a robot arm, used by the sim_camera node and the dataset writer."""
+"""The data engine: pybullet scenes (robot arm, BOP objects on tables, procedural category and articulated
+instances) drawn by a PBR renderer with real-photo randomisation, depth sensor and colour camera models, and the
+writers that turn them into training data; the sim_camera node publishes from the same scenes."""
