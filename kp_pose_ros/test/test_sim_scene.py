@@ -380,3 +380,13 @@ def test_pbr_backdrops_come_from_photographs_when_installed():
     # A photograph, not a flat or procedural fill: many distinct colours and fine detail.
     backdrop = frame.rgb[empty]
     assert len(np.unique(backdrop.reshape(-1, 3), axis=0)) > 2000
+
+
+def test_working_poses_cluster_around_the_ready_pose():
+    ready = np.array(SceneConfig().initial_joint_positions)
+    with SimScene(SceneConfig(camera=SMALL_CAMERA, renderer='tiny', working_pose_chance=1.0), seed=4) as scene:
+        working = np.array([scene.sample_joint_positions() for _ in range(40)])
+        assert np.all(working >= scene.joint_limits[:, 0]) and np.all(working <= scene.joint_limits[:, 1])
+    with SimScene(SceneConfig(camera=SMALL_CAMERA, renderer='tiny'), seed=4) as scene:
+        uniform = np.array([scene.sample_joint_positions() for _ in range(40)])
+    assert np.median(np.abs(working - ready)) < 0.6 * np.median(np.abs(uniform - ready))

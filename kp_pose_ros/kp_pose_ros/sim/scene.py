@@ -82,6 +82,11 @@ class SceneConfig:
     # Joints outside the arm held at fixed positions (half-open gripper).
     fixed_joint_positions: dict[str, float] = field(
         default_factory=lambda: {'panda_finger_joint1': 0.02, 'panda_finger_joint2': 0.02})
+    # sample_joint_positions draws this share of poses around initial_joint_positions (std per joint), the rest
+    # uniformly within the limits: photographs of real arms mostly show working poses, not the contortions a uniform
+    # draw favours. 0 keeps the uniform draw (and its random stream) of earlier versions.
+    working_pose_chance: float = 0.0
+    working_pose_std_rad: float = 0.6
     # Kept away from the URDF limits by this much when sampling or planning trajectories.
     joint_limit_margin_rad: float = 0.05
     # Camera placement: spherical coordinates around a look-at point near the robot's centre.
@@ -203,6 +208,9 @@ class SceneConfig:
         if self.camera_effects is not None and not isinstance(self.camera_effects, EffectRanges):
             raise TypeError('camera_effects must be a sim.camera_effects.EffectRanges or None, got '
                             f'{type(self.camera_effects).__name__}')
+        if not (0.0 <= self.working_pose_chance <= 1.0 and self.working_pose_std_rad >= 0.0):
+            raise ValueError('working_pose_chance must lie within [0, 1] and working_pose_std_rad be >= 0, got '
+                             f'{self.working_pose_chance} and {self.working_pose_std_rad}')
         self.robot_roughness_range = _pair(self.robot_roughness_range, 'robot_roughness_range', 0.0, 1.0)
         self.robot_metallic_range = _pair(self.robot_metallic_range, 'robot_metallic_range', 0.0, 1.0)
         if not (0.0 <= self.robot_tint_jitter < 1.0 and 0.0 <= self.textured_distractor_chance <= 1.0):
@@ -507,9 +515,15 @@ class SimScene:
                 self.set_joint_positions(previous)
 
     def sample_joint_positions(self, max_tries: int = 200) -> np.ndarray:
-        """Uniformly random arm pose within joint_limits that is free of floor and self collisions."""
+        """Random arm pose within joint_limits that is free of floor and self collisions: uniform, or (working_pose_
+        chance of the time) normal around initial_joint_positions, where real arms spend most of their time."""
+        cfg = self.config
         for _ in range(max_tries):
-            q = self.rng.uniform(self.joint_limits[:, 0], self.joint_limits[:, 1])
+            if cfg.working_pose_chance > 0.0 and self.rng.random() < cfg.working_pose_chance:
+                q = np.clip(self.rng.normal(cfg.initial_joint_positions, cfg.working_pose_std_rad),
+                            self.joint_limits[:, 0], self.joint_limits[:, 1])
+            else:
+                q = self.rng.uniform(self.joint_limits[:, 0], self.joint_limits[:, 1])
             if not self.in_collision(q):
                 return q
         raise RuntimeError(f'no collision-free arm pose in {max_tries} random draws')

@@ -75,7 +75,7 @@ VALIDATION_SEED_OFFSET = 10**9
 SCENE_RANGES = dict(
     distance_range_m=(0.6, 2.3), look_at_jitter_m=0.3, elevation_range_deg=(-5.0, 65.0), roll_jitter_deg=10.0,
     light_elevation_range_deg=(10.0, 90.0), light_color_jitter=0.35, ambient_range=(0.2, 0.8),
-    diffuse_range=(0.2, 0.9), specular_range=(0.0, 0.6),
+    diffuse_range=(0.2, 0.9), specular_range=(0.0, 0.6), working_pose_chance=0.5,
 )
 AUGMENTATIONS = {
     'affine': 'p=0.8: scale 0.7-1.35, rotation +-15 deg (camera roll), shift +-12 % of the input',

@@ -317,7 +317,8 @@ def manifest(args, names: tuple, smoothing: float, smoothing_errors: dict, train
                 'hfov_deg_range': list(kd.TRAIN_HFOV_RANGE_DEG), 'hfov_deg_drawn': [min(hfovs), max(hfovs)],
                 'distractors_per_scene': [0, kd.MAX_DISTRACTORS], 'shadow_shards': sum(s.shadows for s in train_specs),
                 'scene_ranges': {k: list(v) if isinstance(v, tuple) else v for k, v in kd.SCENE_RANGES.items()},
-                'arm_poses': 'SimScene.sample_joint_positions (uniform, collision-free), new pose every frame',
+                'arm_poses': 'SimScene.sample_joint_positions (collision-free; working_pose_chance of them normal '
+                             'around the ready pose, the rest uniform), new pose every frame',
                 'backgrounds': 'new every frame: real photographs (sim.photos, half of the backdrops and floors, PBR '
                                'only) or sim.backgrounds procedural textures',
                 'photos_installed': [f"{r['source']}: {r['key']} ({r['licence']})" for r in licence_records()]
