@@ -35,6 +35,6 @@ def test_augment_keeps_only_keypoints_in_the_crop_and_lowers_occluded_ones():
         assert got[1] == 0.0  # far outside
         inside = np.all((moved > -0.5) & (moved < np.array(kd.TRAIN_CROP_SIZE) - 0.5), axis=1)
         assert np.all(got[~inside] == 0.0)
-        assert got[2] <= kd.OCCLUDED_PEAK  # never promoted to visible
-        seen_occluded |= bool(inside[0] and got[0] == kd.OCCLUDED_PEAK)
+        assert got[2] <= np.float32(kd.OCCLUDED_PEAK)  # never promoted to visible
+        seen_occluded |= bool(inside[0] and got[0] == np.float32(kd.OCCLUDED_PEAK))
     assert seen_occluded, 'pasted occluders never covered the centre keypoint in 100 draws'

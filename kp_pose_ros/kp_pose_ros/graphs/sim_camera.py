@@ -14,6 +14,10 @@ def build(args):
             'num_distractors': int(args['num_distractors']),
             'random_background': as_bool(args['random_background']),
             'publish_robot_state': as_bool(args['publish_robot_state']),
+            'renderer': args['renderer'],
+            'shadows': as_bool(args['shadows']),
+            'depth_sensor': args['depth_sensor'],
+            'camera_effects': as_bool(args['camera_effects']),
         })]
 
 
@@ -26,7 +30,15 @@ GRAPH = Graph(
         Argument('seed', '0', 'Scene seed; the same seed gives the same frames.'),
         Argument('trajectory', 'random', 'Arm motion: random or static.', choices=('random', 'static')),
         Argument('num_distractors', '0', 'Distractor objects around the robot.'),
-        Argument('random_background', 'true', 'Random procedural backgrounds.', choices=('true', 'false')),
+        Argument('random_background', 'true', 'Random photographs and procedural textures as floor and backdrop.',
+                 choices=('true', 'false')),
+        Argument('renderer', 'pbr', 'pbr (OpenGL through EGL) or tiny (pybullet TinyRenderer, no OpenGL).',
+                 choices=('pbr', 'tiny')),
+        Argument('shadows', 'false', 'Shadow maps (pbr; 2-3x the render time on a CPU).', choices=('true', 'false')),
+        Argument('depth_sensor', 'gaussian', 'Depth sensor model: gaussian, ideal, stereo, tof or a camera preset '
+                 '(realsense_d435, azure_kinect_nfov, ...).'),
+        Argument('camera_effects', 'false', 'Draw a colour camera per frame (exposure, white balance, blur, noise).',
+                 choices=('true', 'false')),
         Argument('publish_robot_state', 'true', 'Publish /joint_states and /robot_description like a real robot.',
                  choices=('true', 'false')),
     ),
