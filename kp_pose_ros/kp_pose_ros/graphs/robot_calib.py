@@ -1,7 +1,7 @@
 """Graph `robot_calib`: markerless camera-to-robot calibration (RoboKeyGen) on a RealSense, an Azure Kinect or the
 synthetic camera: keypoints -> lifter -> pose fitting -> calibration manager, all under one namespace."""
 from kp_pose_ros.graphs.cameras import CAMERA_PRESETS, camera_preset
-from kp_pose_ros.graphs.sim_camera import build as build_sim_camera
+from kp_pose_ros.graphs.sim_camera import GRAPH as SIM_CAMERA_GRAPH
 from kp_pose_ros.graphs.spec import Argument, Graph, NodeSpec, as_bool
 
 KNOWN_JOINTS = {'auto': 'auto', 'on': 'known', 'off': 'unknown'}
@@ -36,9 +36,10 @@ def build(args):
                              'calibration_name': args['calibration_name']}),
     ]
     if args['camera'] == 'sim':
-        nodes += build_sim_camera({'camera_model': args['sim_camera_model'], 'rate_hz': args['sim_rate_hz'],
-                                   'seed': args['seed'], 'trajectory': 'random', 'num_distractors': '2',
-                                   'random_background': 'true', 'publish_robot_state': 'true'})
+        # sim_camera's own defaults for everything this graph does not set.
+        nodes += SIM_CAMERA_GRAPH.nodes({'camera_model': args['sim_camera_model'], 'rate_hz': args['sim_rate_hz'],
+                                         'seed': args['seed'], 'trajectory': 'random', 'num_distractors': '2',
+                                         'random_background': 'true', 'publish_robot_state': 'true'})
     return nodes
 
 
