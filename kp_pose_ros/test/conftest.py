@@ -1,5 +1,6 @@
 """Shared fixtures: a real rclpy context per test, isolated on its own DDS domain."""
 import os
+import signal
 
 import pytest
 
@@ -7,6 +8,12 @@ import pytest
 # (CI beside a developer's shell) never see each other's topics. Domains 0-101 are valid on Linux.
 os.environ.setdefault('ROS_DOMAIN_ID', str(10 + os.getpid() % 90))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+
+# A run started in the background of a non-interactive shell (a CI script, `nohup ... &`) inherits SIGINT ignored,
+# and so would every node process a test starts and then stops with SIGINT, as launch stops them: the node never
+# stops. A handled signal goes back to its default across exec, so handling it here gives the children theirs.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
