@@ -8,6 +8,7 @@ object and link segmentation from one mask: id = body * LINKS_PER_BODY + link + 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,16 +50,24 @@ def link_frame(client, body: int, link: int) -> np.ndarray:
     return _pose(*client.multiplyTransforms(com_pos, com_orn, inv_pos, inv_orn))
 
 
+@functools.lru_cache(maxsize=256)
+def _mesh_file(path: str) -> tuple[trimesh.Trimesh, ...]:
+    """A mesh file's triangle meshes, read once per process: bodies are re-added and distractors re-textured at every
+    appearance, and every scene loads the same robot. Callers copy before changing them."""
+    loaded = trimesh.load(path, process=False)
+    meshes = loaded.dump() if isinstance(loaded, trimesh.Scene) else [loaded]
+    return tuple(m for m in meshes if isinstance(m, trimesh.Trimesh) and len(m.faces))
+
+
 def _shape_meshes(geometry: int, dims, filename: bytes) -> list[trimesh.Trimesh]:
     """The triangle meshes of one pybullet visual shape, in its visual frame (materials of mesh files kept)."""
     if geometry == pybullet.GEOM_MESH:
         if not filename:
             return []  # built from vertices in memory: pybullet does not give them back
-        loaded = trimesh.load(filename.decode(), process=False)
-        meshes = loaded.dump() if isinstance(loaded, trimesh.Scene) else [loaded]
+        meshes = [mesh.copy() for mesh in _mesh_file(filename.decode())]
         for mesh in meshes:
             mesh.apply_scale(np.asarray(dims, float))
-        return [m for m in meshes if isinstance(m, trimesh.Trimesh) and len(m.faces)]
+        return meshes
     if geometry == pybullet.GEOM_SPHERE:
         return [trimesh.creation.icosphere(subdivisions=3, radius=dims[0])]
     if geometry == pybullet.GEOM_BOX:

@@ -291,6 +291,14 @@ def look_at(eye, target, roll_rad: float = 0.0) -> np.ndarray:
     return make_transform(np.column_stack([x, y, z]), eye)
 
 
+def _plain_floor_texture() -> np.ndarray:
+    """The floor without random backgrounds: a grey 2x2 checker tile (one tile per _FLOOR_TILE_M), both renderers."""
+    size = _FLOOR_TEXTURE_PX
+    grey = np.full((size, size, 3), 150, np.uint8)
+    grey[(np.add.outer(np.arange(size) // (size // 2), np.arange(size) // (size // 2)) % 2).astype(bool)] = 110
+    return grey
+
+
 def _resolve_urdf(path: str) -> str:
     if os.path.isabs(path) and os.path.isfile(path):
         return path
@@ -441,9 +449,7 @@ class SimScene:
             images = [random_background(self.appearance_rng, size, size)
                       for _ in range(self.config.floor_texture_pool)]
         else:
-            grey = np.full((size, size, 3), 150, np.uint8)
-            grey[(np.add.outer(np.arange(size) // (size // 2), np.arange(size) // (size // 2)) % 2).astype(bool)] = 110
-            images = [grey]
+            images = [_plain_floor_texture()]
         ids = []
         with tempfile.TemporaryDirectory(prefix='kp_pose_sim_') as tmp:
             for k, image in enumerate(images):
@@ -648,10 +654,8 @@ class SimScene:
         self._pbr.set_lights(lights)
         self._pbr.set_ambient((float(rng.uniform(*cfg.pbr_ambient_range)),) * 3)
         floor = self.surface_image(_FLOOR_TEXTURE_PX, _FLOOR_TEXTURE_PX)
-        if floor is None:  # grey checker, as the tiny renderer's plain floor
-            floor = np.full((_FLOOR_TEXTURE_PX, _FLOOR_TEXTURE_PX, 3), 150, np.uint8)
-            half = _FLOOR_TEXTURE_PX // 2
-            floor[:half, :half] = floor[half:, half:] = 110
+        if floor is None:
+            floor = _plain_floor_texture()
         if self._floor_handle is not None:
             self._pbr.remove(self._floor_handle)
         self._floor_handle = self._pbr.add_mesh(
