@@ -119,7 +119,7 @@ def summarise(result: dict, threshold: float | None = None) -> dict:
     reliability = confidence_reliability(confidence, errors, in_image, visible, threshold)
     wrong_above = ~right & (confidence >= reliability['threshold'])
     return {
-        'frames': int(len(errors)), 'image_size': result['image_size'],
+        'frames': int(len(errors)), 'image_size': result.get('image_size'),  # absent for pooled datasets
         'visible_at_640px_width': error_stats(errors[visible]),
         'in_image_occluded_at_640px_width': error_stats(errors[in_image & ~visible]),
         'per_keypoint_at_640px_width': {n: error_stats(errors[visible[:, k], k])

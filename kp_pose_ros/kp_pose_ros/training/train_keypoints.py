@@ -223,7 +223,7 @@ def evaluate_detector(model_path: Path, root: Path, specs: list, threads: int) -
     results = {spec.name.removeprefix('val_'): ka.detect_dataset(detector, root / spec.name) for spec in specs}
     pooled = {key: np.concatenate([r[key] for r in results.values()])
               for key in ('errors_ref', 'confidence', 'in_image', 'visible', 'latency_s')}
-    pooled.update(image_size=[ka.REFERENCE_WIDTH, None], keypoint_names=detector.keypoint_names)
+    pooled['keypoint_names'] = detector.keypoint_names
     summary = ka.summarise(pooled)
     per_camera = {}
     for spec, (name, r) in zip(specs, results.items()):
