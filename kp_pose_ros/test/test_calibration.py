@@ -1,5 +1,6 @@
-"""Calibration aggregate (accuracy, outliers, 180-degree rotations, reported uncertainty), root-frame composition,
-the sample window, and the YAML store (round trip, names, atomic replacement, corrupt files)."""
+"""Calibration aggregate (accuracy, outliers, 180-degree rotations, reported uncertainty, view bias), root-frame
+composition, the sample window, capture guidance, drift, and the YAML store (round trip, names, atomic replacement,
+corrupt files, files without the newer fields)."""
 import datetime
 import math
 
@@ -23,13 +24,22 @@ from kp_pose_ros.robot.calibration import (
     CalibrationWindow,
     aggregate,
     compose_root,
+    group_configurations,
 )
 from kp_pose_ros.robot.calibration_store import (
     FORMAT,
     CalibrationFileError,
+    drift,
     list_calibrations,
     load_calibration,
     save_calibration,
+    uncertainty_block,
+)
+from kp_pose_ros.robot.capture_guidance import (
+    capture_guidance,
+    farthest_candidates,
+    image_coverage,
+    joint_limit_candidates,
 )
 
 # A camera 1.2 m in front of the robot looking back at it: the optical axis (z) along base -x.
@@ -53,6 +63,81 @@ def perturbed(T, offset_m, angle_deg, rng):
     axis = rng.normal(size=3)
     R = T[:3, :3] @ Rotation.from_rotvec(np.radians(angle_deg) * axis / np.linalg.norm(axis)).as_matrix()
     return make_transform(R, T[:3, 3] + offset_m * direction / np.linalg.norm(direction))
+
+
+def biased_views(rng, views, frames, bias_t, bias_r_deg, noise_t=0.003, noise_r_deg=0.2):
+    """``frames`` estimates of T_TRUE from each of ``views`` random arm configurations; the frames of a view share
+    one bias (Gaussian per axis: metres, rotation-vector degrees) on top of their own noise."""
+    out = []
+    for _ in range(views):
+        joints = rng.uniform(-2.5, 2.5, 7)
+        view = perturbed(T_TRUE, 0.0, 0.0, rng)
+        view[:3, 3] += rng.normal(0.0, bias_t, 3)
+        view[:3, :3] = view[:3, :3] @ Rotation.from_rotvec(np.radians(rng.normal(0.0, bias_r_deg, 3))).as_matrix()
+        for sample in noisy_samples(rng, view, frames, noise_t, noise_r_deg):
+            out.append(CalibrationSample(len(out), sample.T_base_cam, joint_positions=joints + rng.normal(0, 1e-3, 7)))
+    return out
+
+
+def _coverage(rng, trials, **views):
+    """Fraction of trials whose error each bound covers: the view-aware bounds and the old frame standard error."""
+    covered = np.zeros(3)
+    bounds = []
+    for _ in range(trials):
+        result = aggregate(biased_views(rng, **views), translation_floor_m=0.3, rotation_floor_deg=20.0)
+        error_t = translation_error(result.T_base_cam, T_TRUE)
+        covered += [error_t <= result.translation_uncertainty_m,
+                    rotation_error_deg(result.T_base_cam, T_TRUE) <= result.rotation_uncertainty_deg,
+                    error_t <= 1.96 * result.translation_stderr_m]
+        bounds.append(result.translation_uncertainty_m)
+    return covered / trials, float(np.median(bounds)), result
+
+
+def test_view_bias_is_covered_by_the_uncertainty_not_by_the_frame_spread():
+    """30 frames from 3 views, each view 4 cm / 2 deg off on its own (per axis): the frames agree within millimetres
+    of their view, so the frame spread promises a precision the calibration does not have; the bound that counts
+    each configuration as one draw covers the true error."""
+    covered, bound, result = _coverage(np.random.default_rng(21), 100, views=3, frames=10, bias_t=0.04,
+                                       bias_r_deg=2.0)
+    assert result.num_configurations == 3 and result.effective_configurations == pytest.approx(3.0)
+    assert covered[0] >= 0.9 and covered[1] >= 0.9, covered  # ~95 % bounds, 100 trials
+    assert covered[2] < 0.6, covered  # the old frame-spread standard error
+    assert bound > 0.05  # three views cannot pin the camera to a few centimetres
+
+
+def test_many_diverse_views_give_a_small_covering_bound():
+    covered, bound, result = _coverage(np.random.default_rng(22), 40, views=30, frames=3, bias_t=0.005,
+                                       bias_r_deg=0.3)
+    assert result.num_configurations == 30
+    assert covered[0] >= 0.9 and covered[1] >= 0.9, covered
+    assert bound < 0.005  # 9 mm per-view scatter (3D) over 30 views: a few millimetres
+    assert result.translation_view_std_m == pytest.approx(0.005 * math.sqrt(3), rel=0.3)
+
+
+def test_one_configuration_has_no_bound():
+    rng = np.random.default_rng(23)
+    one_view = biased_views(rng, views=1, frames=30, bias_t=0.05, bias_r_deg=3.0)
+    result = aggregate(one_view)
+    assert result.num_configurations == 1 and result.effective_configurations == 1.0
+    assert math.isinf(result.translation_uncertainty_m) and math.isinf(result.rotation_uncertainty_deg)
+    assert result.translation_stderr_m < 0.002  # what the frame spread alone would have promised
+    unkeyed = aggregate(noisy_samples(rng, T_TRUE, 30, 0.01, 1.0))  # views unknown: one shared configuration
+    assert unkeyed.num_configurations == 1 and math.isinf(unkeyed.translation_uncertainty_m)
+    # Two configurations of very unequal weight count little more than one: a very wide bound.
+    lopsided = aggregate(one_view + [CalibrationSample(99, one_view[0].T_base_cam, joint_positions=np.full(7, 3.0))])
+    assert lopsided.num_configurations == 2 and lopsided.effective_configurations < 1.1
+    assert lopsided.coverage_factor > 100
+
+
+def test_group_configurations():
+    q = np.zeros(3)
+    joints = [q, q + 0.05, q + [0.0, 0.2, 0.0], None, q - 0.09, None, np.zeros(2), q + [0.0, 0.25, 0.0]]
+    assert group_configurations(joints, 0.1).tolist() == [0, 0, 1, 2, 0, 2, 3, 1]
+    assert group_configurations(joints[:3], 0.0).tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match='tolerance'):
+        group_configurations(joints, -1.0)
+    with pytest.raises(ValueError, match='joint_positions'):
+        CalibrationSample(0, T_TRUE, joint_positions=[0.0, np.nan])
 
 
 def test_identical_samples_give_the_exact_pose_and_zero_spread():
@@ -281,6 +366,7 @@ def test_yaml_round_trip_is_exact(tmp_path):
     assert u['rotation_std_deg']['x'] == result.rotation_std_xyz_deg[0]
     assert u['translation_stderr_m'] == result.translation_stderr_m
     assert u['keypoint_mean_residual_px'] == {'base': 1.5, 'elbow': None}
+    assert u['num_configurations'] == 1 and u['translation_uncertainty_m'] is None  # unbounded: written as null
     # By name from the directory gives the same; the file reads as documented.
     by_name = load_calibration(tmp_path / 'new' / 'dir', 'lab_bench-1')
     np.testing.assert_array_equal(by_name.transform, loaded.transform)
@@ -290,6 +376,76 @@ def test_yaml_round_trip_is_exact(tmp_path):
     np.testing.assert_allclose(Rotation.from_quat(q).as_matrix(), T[:3, :3], atol=1e-12)
     rpy = [raw['rpy_deg'][k] for k in ('roll', 'pitch', 'yaw')]
     np.testing.assert_allclose(Rotation.from_euler('xyz', rpy, degrees=True).as_matrix(), T[:3, :3], atol=1e-12)
+
+
+def test_bounds_round_trip_and_old_files_load(tmp_path):
+    result = aggregate(biased_views(np.random.default_rng(24), views=12, frames=3, bias_t=0.004, bias_r_deg=0.2))
+    loaded = load_calibration(save_calibration(tmp_path, 'views', result.T_base_cam, 'base', 'cam', result=result))
+    u = loaded.uncertainty
+    assert u['num_configurations'] == 12 and u['effective_configurations'] == pytest.approx(12.0)
+    assert u['translation_uncertainty_m'] == result.translation_uncertainty_m < 0.01
+    assert u['rotation_uncertainty_deg'] == result.rotation_uncertainty_deg
+    assert u['translation_view_std_m'] == result.translation_view_std_m
+    assert u['rotation_view_std_deg'] == result.rotation_view_std_deg
+    newer = ('num_configurations', 'effective_configurations', 'translation_uncertainty_m',
+             'rotation_uncertainty_deg', 'translation_view_std_m', 'rotation_view_std_deg')
+    old = load_calibration(_write_variant(tmp_path, lambda d: d.update(uncertainty={
+        k: v for k, v in u.items() if k not in newer})))
+    assert 'translation_uncertainty_m' not in old.uncertainty
+
+
+def test_drift_tolerance_is_both_uncertainties():
+    rng = np.random.default_rng(25)
+    saved = aggregate(biased_views(rng, views=12, frames=3, bias_t=0.003, bias_r_deg=0.2))
+    block = uncertainty_block(saved)
+    live = aggregate(biased_views(rng, views=1, frames=30, bias_t=0.002, bias_r_deg=0.1))  # one view: unbounded
+    near = drift(saved.T_base_cam, block, live.T_base_cam, live, min_translation_m=0.001, min_rotation_deg=0.1)
+    # One live view: the saved per-view scatter stands in for its bias, on top of the saved bound.
+    assert near.translation_tolerance_m == pytest.approx(
+        saved.translation_uncertainty_m + 1.959964 * math.hypot(saved.translation_view_std_m,
+                                                                live.translation_stderr_m))
+    assert near.ratio <= 1.0
+    bumped = perturbed(live.T_base_cam, 0.03, 2.0, rng)
+    far = drift(saved.T_base_cam, block, bumped, live, min_translation_m=0.001, min_rotation_deg=0.1)
+    assert far.translation_m == pytest.approx(translation_error(bumped, saved.T_base_cam)) and far.ratio > 2.0
+    # A file without bounds: judged on the live frames and the minima.
+    bare = drift(saved.T_base_cam, None, bumped, live, min_translation_m=0.005, min_rotation_deg=0.5)
+    assert bare.translation_tolerance_m == 0.005 and bare.ratio > 5.0
+
+
+def test_capture_guidance_counts_views_spread_and_image_coverage():
+    one_pose = [[0.0, -0.5, 0.0, -2.0, 0.0, 1.5, 0.8]] * 10
+    names = [f'panda_joint{i}' for i in range(1, 8)]
+    pixels = [np.array([[100.0, 80.0], [120.0, 90.0], [np.nan, np.nan]])] * 10
+    g = capture_guidance(one_pose, names, pixels=pixels, image_size=(640, 480))
+    assert (g.num_samples, g.num_configurations, g.diverse) == (10, 1, False)
+    assert g.image_coverage == pytest.approx(1 / 9) and 'centre' in g.uncovered_regions
+    assert 'top left' not in g.uncovered_regions
+    assert len(g.missing) == 3 and 'capture at least 5 more distinct arm configurations' in g.summary()
+    assert g.suggestions.shape == (0, 7) and math.isnan(capture_guidance(one_pose).image_coverage)
+
+    rng = np.random.default_rng(26)
+    lower, upper = np.full(7, -2.5), np.full(7, 2.5)
+    many = rng.uniform(lower, upper, (8, 7))
+    many[:, 6] = 0.3  # the wrist never turned
+    spread_out = [[x, y] for x in (50, 320, 600) for y in (40, 240, 450)]
+    g = capture_guidance(many, names, pixels=[np.array(spread_out)], image_size=(640, 480),
+                         candidates=joint_limit_candidates(lower, upper, 200), num_suggestions=2)
+    assert g.num_configurations == 8 and g.image_coverage == 1.0 and g.uncovered_regions == ()
+    assert g.diverse and g.summary().endswith('diverse enough')
+    assert g.least_varied_joints[0] == 'panda_joint7'
+    assert g.suggestions.shape == (2, 7) and np.all(g.suggestions >= lower) and np.all(g.suggestions <= upper)
+
+
+def test_farthest_candidates_fill_the_gaps():
+    captured = np.array([[0.0, 0.0], [0.1, 0.0]])
+    candidates = np.array([[0.05, 0.0], [1.0, 1.0], [0.9, 1.0], [-1.0, -1.0]])
+    np.testing.assert_array_equal(farthest_candidates(captured, candidates, 2), [[1.0, 1.0], [-1.0, -1.0]])
+    assert len(farthest_candidates(np.zeros((0, 2)), candidates, 9)) == 4
+    with pytest.raises(ValueError, match='lower < upper'):
+        joint_limit_candidates([0.0], [0.0])
+    with pytest.raises(ValueError, match='image_size'):
+        image_coverage([], (0, 480))
 
 
 def test_bare_transform_and_gimbal_lock_round_trip(tmp_path):

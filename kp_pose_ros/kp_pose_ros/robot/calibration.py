@@ -9,6 +9,13 @@ Why a robust aggregate: a single frame's pose has centimetre-level noise, and no
 L1 median on SO(3) (rotation), which tolerate up to half the samples being wrong; samples too far from it are
 rejected; the calibration is the weighted mean of the rest (the mean is the efficient estimate once outliers are
 gone); their spread around it is reported so the user knows how far to trust it.
+
+Why the frame spread is not the error: frames of one view (one arm configuration seen by the camera) share the
+detector's bias for that view, so thirty frames of one view scatter by millimetres around a pose centimetres off.
+Samples that carry their arm configuration (joint positions) are grouped into configurations, and the reported
+uncertainty counts each configuration as one independent draw: a cluster-robust standard error (the frames'
+deviations summed within a configuration before squaring), with Student's t on the effective number of
+configurations minus one. One configuration gives an unbounded (infinite) uncertainty, two or three a wide one.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 from scipy.stats import chi
+from scipy.stats import t as student_t
 
 from kp_pose_ros.core.transforms import as_transform, invert_transform, make_transform
 
@@ -29,6 +37,8 @@ _WEISZFELD_TOLERANCE = 1e-12
 _WEISZFELD_ITERATIONS = 200
 # Weiszfeld divides by the distance to each sample; this keeps a sample that coincides with the iterate finite.
 _MIN_DISTANCE = 1e-15
+# Two-sided 95 % coverage of the reported uncertainty bounds.
+_BOUND_QUANTILE = 0.975
 
 
 class CalibrationError(ValueError):
@@ -42,6 +52,8 @@ class CalibrationSample:
     ``weight`` is the caller's relative confidence in the frame (e.g. its number of inlier keypoints); it scales the
     sample in the consensus and in the mean. ``residuals_px`` holds the frame's reprojection residual per keypoint
     under its own pose, NaN for keypoints that were missing or rejected; ``keypoint_names`` names those entries.
+    ``joint_positions`` is the arm configuration the frame saw (radians or metres, in the robot's joint order):
+    frames of one configuration share one view's bias. Without it a sample's view is unknown.
     """
 
     stamp_ns: int
@@ -49,6 +61,7 @@ class CalibrationSample:
     weight: float = 1.0
     residuals_px: np.ndarray | None = None
     keypoint_names: tuple[str, ...] | None = None
+    joint_positions: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, 'stamp_ns', int(self.stamp_ns))
@@ -70,6 +83,11 @@ class CalibrationSample:
                 raise ValueError(f'keypoint_names ({len(names)}) need residuals_px of the same length, got '
                                  f'{None if self.residuals_px is None else len(self.residuals_px)}')
             object.__setattr__(self, 'keypoint_names', names)
+        if self.joint_positions is not None:
+            joints = np.array(self.joint_positions, dtype=np.float64)
+            if joints.ndim != 1 or not np.all(np.isfinite(joints)):
+                raise ValueError(f'joint_positions must be finite with shape (J,), got {joints.tolist()}')
+            object.__setattr__(self, 'joint_positions', joints)
 
     @property
     def mean_residual_px(self) -> float:
@@ -132,6 +150,12 @@ class CalibrationResult:
     the weights are equal); the standard errors divide the spread by its square root. Thresholds are the distances
     beyond which a sample was rejected. Residual statistics are means over the inlier samples of their own
     per-frame residuals (pixels; NaN where a keypoint was never observed).
+
+    ``configurations``: per input sample, the index of its arm configuration (see group_configurations).
+    ``num_configurations`` counts those among the inliers; ``effective_configurations`` is their Kish count (by
+    total weight). The ``*_sem_xyz_*`` fields are the aggregate's standard error per axis with each configuration
+    as one independent draw (cluster-robust; within-view noise included); ``*_view_std_*`` is the RMS distance of a
+    configuration's own mean from the aggregate, i.e. how far a calibration from one view typically is.
     """
 
     T_base_cam: np.ndarray
@@ -144,6 +168,13 @@ class CalibrationResult:
     keypoint_names: tuple[str, ...] | None
     keypoint_mean_residual_px: np.ndarray
     mean_residual_px: float
+    configurations: np.ndarray
+    num_configurations: int
+    effective_configurations: float
+    translation_sem_xyz_m: np.ndarray
+    rotation_sem_xyz_deg: np.ndarray
+    translation_view_std_m: float
+    rotation_view_std_deg: float
 
     @property
     def num_samples(self) -> int:
@@ -172,6 +203,66 @@ class CalibrationResult:
     def rotation_stderr_deg(self) -> float:
         """Expected RMS rotation error of the aggregate itself, if the samples' errors are independent."""
         return self.rotation_std_deg / math.sqrt(self.effective_samples)
+
+    @property
+    def coverage_factor(self) -> float:
+        """Student's t (97.5 %) on effective_configurations - 1 degrees of freedom; inf for one configuration."""
+        dof = self.effective_configurations - 1.0
+        return float(student_t.ppf(_BOUND_QUANTILE, dof)) if dof > 1e-9 else math.inf
+
+    @property
+    def translation_uncertainty_m(self) -> float:
+        """~95 % bound on the aggregate's translation error, view bias included; inf when it cannot be bounded.
+
+        t times the RMS standard error: exact for an error along one axis, conservative when spread over three."""
+        return _bound(self.coverage_factor, self.translation_sem_xyz_m)
+
+    @property
+    def rotation_uncertainty_deg(self) -> float:
+        """~95 % bound on the aggregate's rotation error (degrees), as translation_uncertainty_m."""
+        return _bound(self.coverage_factor, self.rotation_sem_xyz_deg)
+
+
+def _bound(factor: float, sem_xyz: np.ndarray) -> float:
+    return math.inf if math.isinf(factor) else factor * float(np.linalg.norm(sem_xyz))
+
+
+def group_configurations(joint_positions: Sequence[np.ndarray | None], tolerance_rad: float) -> np.ndarray:
+    """Configuration index per sample: samples whose joints all lie within tolerance_rad of a configuration's
+    first sample belong to it (first come, first served, so a configuration revisited later is the same view).
+    Samples without joints share one configuration: nothing tells their views apart."""
+    if not tolerance_rad >= 0:
+        raise ValueError(f'tolerance_rad must be >= 0, got {tolerance_rad}')
+    leaders: list[np.ndarray | None] = []
+    labels = np.empty(len(joint_positions), dtype=int)
+    for i, joints in enumerate(joint_positions):
+        labels[i] = next((j for j, lead in enumerate(leaders) if _same_view(lead, joints, tolerance_rad)), -1)
+        if labels[i] < 0:
+            labels[i] = len(leaders)
+            leaders.append(joints)
+    return labels
+
+
+def _same_view(a: np.ndarray | None, b: np.ndarray | None, tolerance_rad: float) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and float(np.max(np.abs(a - b), initial=0.0)) <= tolerance_rad
+
+
+def _clustered(offsets: np.ndarray, weights: np.ndarray, labels: np.ndarray):
+    """Cluster-robust (CR1) standard error per axis of the weighted mean whose deviations are ``offsets``, the
+    weighted RMS distance of the cluster means from it, and the Kish count of clusters by total weight."""
+    clusters = np.unique(labels)
+    total = weights.sum()
+    sums = np.stack([weights[labels == c] @ offsets[labels == c] for c in clusters])
+    cluster_weight = np.array([weights[labels == c].sum() for c in clusters])
+    count = len(clusters)
+    if count < 2:
+        return np.full(3, np.inf), math.nan, 1.0
+    sem = np.sqrt(count / (count - 1) * (sums ** 2).sum(axis=0)) / total
+    means = sums / cluster_weight[:, None]
+    view_std = math.sqrt(count / (count - 1) * float(cluster_weight @ (means ** 2).sum(axis=1)) / total)
+    return sem, view_std, float(cluster_weight.sum() ** 2 / (cluster_weight ** 2).sum())
 
 
 def _weiszfeld(start, offsets: Callable, move: Callable, weights: np.ndarray):
@@ -224,7 +315,8 @@ def _keypoint_residuals(samples: Sequence[CalibrationSample], inliers: np.ndarra
 
 def aggregate(samples: Sequence[CalibrationSample], *, min_samples: int = 5,
               translation_floor_m: float = 0.01, rotation_floor_deg: float = 1.0,
-              inlier_quantile: float = 0.999, min_inlier_fraction: float = 0.5) -> CalibrationResult:
+              inlier_quantile: float = 0.999, min_inlier_fraction: float = 0.5,
+              configuration_tolerance_rad: float = 0.1) -> CalibrationResult:
     """Robust calibration from per-frame estimates.
 
     A sample is an outlier when its translation is further from the consensus than
@@ -235,6 +327,8 @@ def aggregate(samples: Sequence[CalibrationSample], *, min_samples: int = 5,
     floors stop a very consistent window from rejecting good samples over sub-millimetre differences.
     Raises CalibrationError with fewer than ``min_samples`` samples, or when fewer than ``min_inlier_fraction`` of
     them agree with the consensus (the window does not hold one consistent camera pose).
+    ``configuration_tolerance_rad`` groups samples into arm configurations (group_configurations) for the
+    uncertainty.
     """
     if min_samples < 1:
         raise ValueError(f'min_samples must be >= 1, got {min_samples}')
@@ -279,6 +373,9 @@ def aggregate(samples: Sequence[CalibrationSample], *, min_samples: int = 5,
     r_mean = rotations[inliers].mean(weights=w_in)
     rotation_offsets = np.degrees((r_mean.inv() * rotations[inliers]).as_rotvec())
     names, per_keypoint, overall = _keypoint_residuals(samples, inliers)
+    labels = group_configurations([s.joint_positions for s in samples], configuration_tolerance_rad)
+    t_sem, t_view, effective = _clustered(t[inliers] - t_mean, w_in, labels[inliers])
+    r_sem, r_view, _ = _clustered(rotation_offsets, w_in, labels[inliers])
     return CalibrationResult(
         T_base_cam=make_transform(r_mean.as_matrix(), t_mean),
         inliers=inliers,
@@ -290,6 +387,13 @@ def aggregate(samples: Sequence[CalibrationSample], *, min_samples: int = 5,
         keypoint_names=names,
         keypoint_mean_residual_px=per_keypoint,
         mean_residual_px=overall,
+        configurations=labels,
+        num_configurations=int(len(np.unique(labels[inliers]))),
+        effective_configurations=effective,
+        translation_sem_xyz_m=t_sem,
+        rotation_sem_xyz_deg=r_sem,
+        translation_view_std_m=t_view,
+        rotation_view_std_deg=r_view,
     )
 
 

@@ -20,7 +20,12 @@ Schema ``kp_pose_ros/calibration/v1`` (one file ``<name>.yaml`` per calibration)
       rotation_std_deg: {x, y, z, norm}, rotation_stderr_deg,
       translation_threshold_m, rotation_threshold_deg,
       mean_residual_px, keypoint_mean_residual_px: {name: px}  # null = never observed / unknown
+      num_configurations, effective_configurations,  # distinct arm configurations (views) among the inliers
+      translation_uncertainty_m, rotation_uncertainty_deg,  # ~95 % bounds, view bias included; null = unbounded
+      translation_view_std_m, rotation_view_std_deg  # how far one view's estimate typically is; null = unknown
     metadata: {...}                      # free-form, plain YAML values
+
+Files written before the configuration fields existed load as they are; their bounds read as unknown.
 
 The uncertainty describes the aggregate of the camera's optical-frame pose; composing it with the driver's static
 optical transform (a rigid offset of a few centimetres) changes it negligibly. easy_handeye2's own loader also needs
@@ -125,9 +130,53 @@ def _plain(value, where: str):
         return {k: _plain(v, f'{where}.{k}') for k, v in value.items()}
     raise ValueError(f'{where} holds a {type(value).__name__}; only numbers, strings, booleans, None, lists and '
                      'dicts can be saved')
+_Z95 = 1.959964  # two-sided 95 % quantile of a normal distribution
 
 
-def _uncertainty(result: CalibrationResult) -> dict:
+@dataclass(frozen=True)
+class Drift:
+    """How far a live aggregate is from a saved calibration, and how far it may be given both uncertainties."""
+
+    translation_m: float
+    rotation_deg: float
+    translation_tolerance_m: float
+    rotation_tolerance_deg: float
+
+    @property
+    def ratio(self) -> float:
+        """The larger of distance / tolerance for translation and rotation: <= 1 agrees with the calibration."""
+        return max(self.translation_m / self.translation_tolerance_m, self.rotation_deg / self.rotation_tolerance_deg)
+
+
+def _known(uncertainty: dict | None, key: str) -> float:
+    """A stored bound as a number; 0 when the file does not know it (older file, or unbounded when saved)."""
+    value = (uncertainty or {}).get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def _live_bound(bound: float, view_std: float, stderr: float) -> float:
+    """The live aggregate's ~95 % bound; from one view (unbounded) the saved calibration's per-view spread stands
+    in for the live view's unknown bias, on top of the live frames' own noise."""
+    return bound if math.isfinite(bound) else _Z95 * math.hypot(view_std, 0.0 if math.isnan(stderr) else stderr)
+
+
+def drift(T_saved: ArrayLike, uncertainty: dict | None, T_live: ArrayLike, live: CalibrationResult, *,
+          min_translation_m: float, min_rotation_deg: float) -> Drift:
+    """Distance of ``T_live`` (the live aggregate, in the saved calibration's frames) from ``T_saved``; the
+    tolerance is the saved bound plus the live one, never below the minima (a calibration without stored bounds
+    is judged on the live bound and the minima alone)."""
+    T_saved, T_live = as_transform(T_saved, 'T_saved'), as_transform(T_live, 'T_live')
+    t_tol = _known(uncertainty, 'translation_uncertainty_m') + _live_bound(
+        live.translation_uncertainty_m, _known(uncertainty, 'translation_view_std_m'), live.translation_stderr_m)
+    r_tol = _known(uncertainty, 'rotation_uncertainty_deg') + _live_bound(
+        live.rotation_uncertainty_deg, _known(uncertainty, 'rotation_view_std_deg'), live.rotation_stderr_deg)
+    return Drift(float(np.linalg.norm(T_live[:3, 3] - T_saved[:3, 3])),
+                 rotation_error_deg(T_live[:3, :3], T_saved[:3, :3]),
+                 max(min_translation_m, t_tol), max(min_rotation_deg, r_tol))
+
+
+def uncertainty_block(result: CalibrationResult) -> dict:
+    """The file's uncertainty block for ``result``, as plain values (also what drift reads)."""
     t_std, r_std = result.translation_std_xyz_m, result.rotation_std_xyz_deg
     residuals = result.keypoint_mean_residual_px
     names = result.keypoint_names or [f'keypoint_{i}' for i in range(len(residuals))]
@@ -143,6 +192,12 @@ def _uncertainty(result: CalibrationResult) -> dict:
         'rotation_threshold_deg': result.rotation_threshold_deg,
         'mean_residual_px': result.mean_residual_px,
         'keypoint_mean_residual_px': dict(zip(names, residuals)),
+        'num_configurations': result.num_configurations,
+        'effective_configurations': result.effective_configurations,
+        'translation_uncertainty_m': result.translation_uncertainty_m,
+        'rotation_uncertainty_deg': result.rotation_uncertainty_deg,
+        'translation_view_std_m': result.translation_view_std_m,
+        'rotation_view_std_deg': result.rotation_view_std_deg,
     }, 'uncertainty')
 
 
@@ -187,7 +242,7 @@ def save_calibration(directory: str | os.PathLike, name: str, transform: ArrayLi
         'rpy_deg': {'roll': float(roll), 'pitch': float(pitch), 'yaw': float(yaw)},
     }
     if result is not None:
-        document['uncertainty'] = _uncertainty(result)
+        document['uncertainty'] = uncertainty_block(result)
     document['metadata'] = _plain(metadata or {}, 'metadata')
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path) as f:
