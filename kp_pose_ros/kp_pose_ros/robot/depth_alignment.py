@@ -10,6 +10,16 @@ matched to their nearest measured point (k-d tree over the depth image's points)
 point-to-plane along the measured normals, weighted by a Huber kernel; one Gauss-Newton step on the pose. The match
 radius shrinks over the schedule, so a first estimate centimetres off still converges while the final fit ignores
 everything that is not the robot (floor, clutter, the other side of a link).
+
+Real sensors add three faults that break this (sim/depth_sensors.py models them):
+
+- A depth scale error: a stereo camera's depth is (1 + s) times the truth, |s| up to 2 % (D435 datasheet) from its
+  baseline/focal calibration. A pose further away explains most of a scaled cloud, so 1.5 % moved the calibration by
+  3-4 cm. The robot's known metric size makes s observable: align_to_depth can estimate it with the pose.
+- Flying pixels at depth edges, between the foreground and the background: depth_view drops both sides of every
+  depth discontinuity.
+- Holes (dark, specular, grazing surfaces, occlusion shadows): a model point on a pixel without depth is neither
+  matched nor counted as visible, so holes do not lower the coverage that tells a right pose from a wrong one.
 """
 from __future__ import annotations
 
@@ -28,9 +38,13 @@ DEFAULT_SCHEDULE = (0.08, 0.04, 0.02, 0.01)
 # Enough to pull a rough hypothesis onto the arm before hypotheses are compared.
 COARSE_SCHEDULE = (0.08, 0.04)
 STEPS_PER_STAGE = 4
+# Prior std of the depth scale error s: a D435's datasheet bound (2 %), wide enough to leave any real unit free.
+SCALE_PRIOR_STD = 0.02
 # Match against every `stride`-th depth pixel: a quarter of the points, the same pose.
 DEFAULT_STRIDE = 2
 _NORMAL_BASELINE_PX = 2
+# Relative depth jump across a 3x3 neighbourhood that marks a depth edge (see _depth_edges).
+_EDGE_JUMP_REL = 0.04
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,7 +62,9 @@ class DepthView:
 @dataclass(frozen=True, eq=False)
 class DepthAlignment:
     """Result of align_to_depth. ``coverage``: fraction of the visible model points that found a measured point at
-    the final radius — low coverage means the depth does not show the robot where the pose puts it."""
+    the final radius — low coverage means the depth does not show the robot where the pose puts it.
+    ``depth_scale``: the measured depth over the true depth (1 + s), estimated or assumed; ``T_cam_base`` is metric
+    (the true pose), the depth image shows the robot at ``depth_scale`` times its distance."""
 
     success: bool
     message: str
@@ -56,14 +72,16 @@ class DepthAlignment:
     correspondences: int = 0
     rms_m: float = float('nan')
     coverage: float = 0.0
+    depth_scale: float = 1.0
 
 
 def depth_view(depth_m: np.ndarray, camera: CameraModel, stride: int = DEFAULT_STRIDE) -> DepthView:
     """Back-project a depth image (metres along the optical axis, aligned to ``camera``) and estimate normals.
 
-    Non-finite or non-positive depth is treated as missing. A stereo camera's per-pixel noise at 1.5 m (~5 mm) is
-    as large as the spacing of neighbouring points, so the depth is median-filtered (5x5, keeps the edges) and normals
-    are taken over a 4-pixel baseline; they face the camera.
+    Non-finite or non-positive depth is treated as missing, and so are depth edges (_depth_edges). A stereo
+    camera's per-pixel noise at 1.5 m (~5 mm) is as large as the spacing of neighbouring points, so the depth is
+    median-filtered (5x5 over the valid pixels, keeps the edges) and normals are taken over a 4-pixel baseline; they
+    face the camera.
     """
     depth = np.asarray(depth_m, dtype=np.float64)
     if depth.shape != (camera.height, camera.width):
@@ -71,9 +89,11 @@ def depth_view(depth_m: np.ndarray, camera: CameraModel, stride: int = DEFAULT_S
                          f'{camera.width}x{camera.height}: depth must be aligned to this camera')
     if int(stride) != stride or stride < 1:
         raise ValueError(f'stride must be a positive integer, got {stride}')
-    valid = np.isfinite(depth) & (depth > 0)
-    smoothed = cv2.medianBlur(np.where(valid, depth, 0.0).astype(np.float32), 5).astype(np.float64)
-    smoothed[~valid | (smoothed <= 0)] = np.nan
+    with np.errstate(invalid='ignore'):
+        valid = np.isfinite(depth) & (depth > 0)
+    depth = np.where(valid, depth, 0.0).astype(np.float32)
+    valid &= ~_depth_edges(depth, valid)
+    smoothed = _valid_median(depth, valid)
     points = _rays(camera) * smoothed[..., None]
     h = _NORMAL_BASELINE_PX
     du = np.full_like(points, np.nan)
@@ -90,51 +110,108 @@ def depth_view(depth_m: np.ndarray, camera: CameraModel, stride: int = DEFAULT_S
     return DepthView(points, cloud, normals, cKDTree(cloud))
 
 
+def _depth_edges(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Pixels within 2 px of a depth discontinuity: their 3x3 neighbourhood spans more than _EDGE_JUMP_REL of
+    its nearest depth, and one pixel around those.
+
+    A sensor mixes foreground and background there: stereo matching windows straddle the edge (D435: fringes of
+    1-3 px), a ToF pixel sums both returns. Such flying pixels lie between the surfaces, where ICP takes them for
+    the robot's silhouette, and their normals point sideways. Holes do not count as a jump. The threshold sits above
+    a D435's noise (3x3 range ~3 sigma, 2 % at 2 m) and slanted surfaces (1.2 % at 75 deg incidence, 615 px focal).
+    """
+    kernel = np.ones((3, 3), np.uint8)
+    near = cv2.erode(np.where(valid, depth, np.float32(np.inf)), kernel)
+    far = cv2.dilate(depth, kernel)
+    edges = (far - near > _EDGE_JUMP_REL * near).view(np.uint8)
+    return cv2.dilate(edges, kernel).astype(bool)
+
+
+def _valid_median(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """5x5 median of the valid pixels (NaN where the pixel is invalid or most of its window is).
+
+    cv2's median counts holes as values. Filled with 0 they pull the median towards the camera (30 % holes moved a
+    noisy surface by about half the noise, millimetres); filled with a huge value, away from it. With k holes in the
+    window the two medians are the valid pixels' order statistics 13 - k and 13, symmetric about their median, so
+    their mean is unbiased.
+    """
+    huge = np.float32(1e6)
+    low = cv2.medianBlur(np.where(valid, depth, np.float32(0.0)), 5)
+    high = cv2.medianBlur(np.where(valid, depth, huge), 5)
+    smoothed = 0.5 * (low.astype(np.float64) + high)
+    smoothed[~valid | (low <= 0) | (high >= huge)] = np.nan
+    return smoothed
+
+
 def align_to_depth(views: Sequence[DepthView], model_points: Sequence[np.ndarray],
                    model_normals: Sequence[np.ndarray], camera: CameraModel, T_cam_base: np.ndarray,
                    schedule: Sequence[float] = DEFAULT_SCHEDULE, steps_per_stage: int = STEPS_PER_STAGE,
-                   min_correspondences: int = 100,
-                   min_coverage: float = 0.3) -> DepthAlignment:
+                   min_correspondences: int = 100, min_coverage: float = 0.3, estimate_scale: bool = False,
+                   scale_prior_std: float = SCALE_PRIOR_STD) -> DepthAlignment:
     """Refine T(camera <- base) so the robot surface (per view: points and normals in the base frame, e.g. from
     RobotSurface.in_base at that frame's joints) lies on the measured depth of every view.
 
     All views share one camera pose (a static camera, or a single frame). Fails, keeping nothing, when too few
     points match or too little of the visible model is matched at the final radius.
+
+    ``estimate_scale``: the depth is taken as (1 + s) times the truth and s is estimated with the pose, pulled
+    towards 0 by a prior of std ``scale_prior_std`` that only matters where the depth barely constrains s (a robot
+    seen over a small depth range, few matches). A depth offset (ToF: up to 11 mm) is not estimated: over a robot
+    at z = 1.5 +- 0.3 m it differs from a scale error of offset / 1.5 m by at most offset * 0.3 / 1.5 = 2 mm, below
+    a ToF's noise (4-7 mm per pixel there) and multipath bias (up to 30 mm in creases), so the scale absorbs it.
     """
     if not (len(views) == len(model_points) == len(model_normals)) or not views:
         raise ValueError(f'need one model per depth view and at least one view; got {len(views)} views, '
                          f'{len(model_points)} point sets, {len(model_normals)} normal sets')
     if not schedule or any(not r > 0 for r in schedule):
         raise ValueError(f'schedule must list positive radii, got {tuple(schedule)}')
+    if not scale_prior_std > 0:
+        raise ValueError(f'scale_prior_std must be > 0, got {scale_prior_std}')
     T = np.array(T_cam_base, dtype=np.float64)
     if T.shape != (4, 4) or not np.all(np.isfinite(T)):
         return DepthAlignment(False, 'initial pose is not a finite 4x4 transform')
+    scale = 1.0
+    unknowns = 7 if estimate_scale else 6
     for radius in schedule:
         for _ in range(steps_per_stage):
-            system, _ = _normal_equations(views, model_points, model_normals, camera, T, radius)
+            system, _ = _normal_equations(views, model_points, model_normals, camera, T, scale, radius)
             if system is None:
                 break
             H, g = system
+            if estimate_scale:
+                # Prior s ~ N(0, scale_prior_std), in units of the stage's inlier residual (the Huber threshold).
+                weight = (radius / 3.0 / scale_prior_std) ** 2
+                H[6, 6] += weight
+                g[6] += weight * (scale - 1.0)
             try:
-                step = np.linalg.solve(H + 1e-9 * np.eye(6), -g)
+                step = np.linalg.solve(H[:unknowns, :unknowns] + 1e-9 * np.eye(unknowns), -g[:unknowns])
             except np.linalg.LinAlgError:
                 break
             update = np.eye(4)
             update[:3, :3] = Rotation.from_rotvec(step[:3]).as_matrix()
-            update[:3, 3] = step[3:]
+            update[:3, 3] = step[3:6]
             T = update @ T
+            scale += step[6] if estimate_scale else 0.0
             if np.linalg.norm(step[:3]) < 1e-5 and np.linalg.norm(step[3:]) < 1e-5:
                 break
-    _, stats = _normal_equations(views, model_points, model_normals, camera, T, schedule[-1])
+    _, stats = _normal_equations(views, model_points, model_normals, camera, T, scale, schedule[-1])
     count, rms, coverage = stats
     if count < min_correspondences:
         return DepthAlignment(False, f'only {count} model points matched the depth (need {min_correspondences})',
-                              correspondences=count, rms_m=rms, coverage=coverage)
+                              correspondences=count, rms_m=rms, coverage=coverage, depth_scale=scale)
     if coverage < min_coverage:
         return DepthAlignment(False, f'only {coverage:.0%} of the visible robot surface matched the depth '
-                                     f'(need {min_coverage:.0%})', correspondences=count, rms_m=rms, coverage=coverage)
-    return DepthAlignment(True, f'{count} points, rms {rms * 1000:.1f} mm, coverage {coverage:.0%}', T, count, rms,
-                          coverage)
+                                     f'(need {min_coverage:.0%})', correspondences=count, rms_m=rms,
+                              coverage=coverage, depth_scale=scale)
+    return DepthAlignment(True, f'{count} points, rms {rms * 1000:.1f} mm, coverage {coverage:.0%}, depth scale '
+                                f'{scale:.4f}', T, count, rms, coverage, scale)
+
+
+def scaled_pose(T_cam_base: np.ndarray, depth_scale: float) -> np.ndarray:
+    """The affine map base -> measured camera-frame points, depth_scale * T: what depth_agreement must compare
+    with a depth image that shows the robot scaled (it projects to the same pixels)."""
+    S = np.array(T_cam_base, dtype=np.float64)
+    S[:3] *= depth_scale
+    return S
 
 
 def depth_agreement(view: DepthView, points_base: np.ndarray, normals_base: np.ndarray, camera: CameraModel,
@@ -166,37 +243,40 @@ def _facing_in_image(points_base, normals_base, T, camera):
     return x[inside], u[inside].astype(int), v[inside].astype(int)
 
 
-def _normal_equations(views, model_points, model_normals, camera, T, radius):
-    """Gauss-Newton system (H, g) for a left-multiplied pose update, and (matches, rms, coverage)."""
-    H, g = np.zeros((6, 6)), np.zeros(6)
+def _normal_equations(views, model_points, model_normals, camera, T, scale, radius):
+    """Gauss-Newton system (H, g) for a left-multiplied pose update and a scale step (unknowns: rotation, translation,
+    scale), and (matches, rms, coverage). The predicted measured point of model point x (camera frame) is scale * x.
+    """
+    H, g = np.zeros((7, 7)), np.zeros(7)
     matched = visible = 0
     squares = 0.0
     for view, points_base, normals_base in zip(views, model_points, model_normals):
         x, u, v = _facing_in_image(points_base, normals_base, T, camera)
-        # Hidden behind something nearer that the camera measured: no match to look for.
-        measured_z = view.points[v, u, 2]
-        seen = ~(measured_z < x[:, 2] - radius)
-        x = x[seen]
-        visible += len(x)
-        if len(x) == 0:
+        y = scale * x
+        # Hidden behind something nearer that the camera measured, or on a hole: no match to look for, and not
+        # counted as visible (NaN fails the comparison).
+        seen = view.points[v, u, 2] >= y[:, 2] - radius
+        y = y[seen]
+        visible += len(y)
+        if len(y) == 0:
             continue
-        distance, index = view.tree.query(x, distance_upper_bound=radius)
+        distance, index = view.tree.query(y, distance_upper_bound=radius)
         ok = np.isfinite(distance)
         if not ok.any():
             continue
-        x, o, n = x[ok], view.cloud[index[ok]], view.cloud_normals[index[ok]]
-        r = np.sum(n * (x - o), axis=1)
+        y, o, n = y[ok], view.cloud[index[ok]], view.cloud_normals[index[ok]]
+        r = np.sum(n * (y - o), axis=1)
         # Huber weights at a third of the radius.
         k = radius / 3.0
         w = np.where(np.abs(r) <= k, 1.0, k / np.maximum(np.abs(r), 1e-12))
-        J = np.hstack([np.cross(x, n), n])
+        J = np.hstack([np.cross(y, n), scale * n, np.sum(n * y, axis=1, keepdims=True) / scale])
         H += (J * w[:, None]).T @ J
         g += (J * w[:, None]).T @ r
         matched += len(r)
         squares += float(np.sum(r ** 2))
     stats = (matched, float(np.sqrt(squares / matched)) if matched else float('nan'),
              matched / visible if visible else 0.0)
-    return ((H, g) if matched >= 6 else None), stats
+    return ((H, g) if matched >= 7 else None), stats
 
 
 _RAYS: dict[tuple, np.ndarray] = {}

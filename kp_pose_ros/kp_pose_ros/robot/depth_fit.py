@@ -5,10 +5,14 @@ Hypotheses come from the caller (PnP on the 2D keypoints, the previous frame's p
 subset of the keypoints lifted by the measured depth. The depth vote picks among them, which survives what defeats
 PnP alone: an arm cut by the image border, where the detector places its missing keypoints confidently on the wrong
 link. Only then does ICP refine, from the few best.
+
+A depth scale error (a stereo camera's depth is 1-2 % off) is estimated with the pose in the final refinement only:
+the vote and the coarse steps take the scaled robot as a slightly nearer or farther one, which the refinement then
+corrects. A caller that knows the scale (e.g. the consensus of a static camera's earlier frames) passes it instead.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -18,10 +22,12 @@ from kp_pose_ros.core.rigid_fit import p3p_hypotheses, rigid_hypotheses
 from kp_pose_ros.robot.depth_alignment import (
     COARSE_SCHEDULE,
     DepthAlignment,
+    DepthView,
     align_to_depth,
     depth_agreement,
     depth_view,
     keypoints_from_depth,
+    scaled_pose,
 )
 from kp_pose_ros.robot.kinematics import RobotKinematics
 from kp_pose_ros.robot.surface import RobotSurface
@@ -38,6 +44,7 @@ class DepthFitConfig:
     vote_tolerance_m: float = 0.02
     min_coverage: float = 0.3
     min_correspondences: int = 100
+    estimate_scale: bool = True     # estimate the depth scale error with the pose (fit's depth_scale=None)
 
 
 class RobotDepthFitter:
@@ -52,22 +59,37 @@ class RobotDepthFitter:
         self.config = config
 
     def fit(self, depth_m: np.ndarray, camera: CameraModel, joints: np.ndarray, pixels: np.ndarray,
-            candidates: Sequence[np.ndarray | None] = ()) -> DepthAlignment:
+            candidates: Sequence[np.ndarray | None] = (), *, depth_scale: float | None = None) -> DepthAlignment:
         """Best pose for this frame; ``pixels`` (N, 2) are the detected keypoints (NaN rows: not detected) and
         ``candidates`` poses T(camera <- base) to try first (the previous frame's, PnP's; None entries are skipped).
 
         A candidate whose alignment covers ``accept_coverage`` of the visible robot ends the search; otherwise the
         keypoint hypotheses are voted on by the depth and the best few refined. Among refined poses the one the
         depth agrees with most (1 cm, counting see-through against it) wins.
+
+        ``depth_scale``: None estimates the depth scale error with the pose (when config.estimate_scale); a number is
+        the known measured/true depth ratio, divided out of the depth. The result's T_cam_base is metric either way.
         """
+        if depth_scale is None:
+            return self._search(depth_view(depth_m, camera), camera, joints, pixels, candidates,
+                                self.config.estimate_scale)
+        if not (np.isfinite(depth_scale) and depth_scale > 0):
+            raise ValueError(f'depth_scale must be a finite number > 0, got {depth_scale}')
+        metric = depth_view(np.asarray(depth_m, dtype=np.float64) / depth_scale, camera)
+        aligned = self._search(metric, camera, joints, pixels, candidates, estimate_scale=False)
+        return replace(aligned, depth_scale=float(depth_scale))
+
+    def _search(self, view: DepthView, camera: CameraModel, joints: np.ndarray, pixels: np.ndarray,
+                candidates: Sequence[np.ndarray | None], estimate_scale: bool) -> DepthAlignment:
+        """fit on one depth view, the depth scale estimated in the refinement or taken as 1."""
         cfg = self.config
-        view = depth_view(depth_m, camera)
         points, normals = self.surface.in_base(self.kinematics.link_poses(joints))
         refined = []
 
         def refine(T):
             aligned = align_to_depth([view], [points], [normals], camera, T,
-                                     min_correspondences=cfg.min_correspondences, min_coverage=cfg.min_coverage)
+                                     min_correspondences=cfg.min_correspondences, min_coverage=cfg.min_coverage,
+                                     estimate_scale=estimate_scale)
             if aligned.success:
                 refined.append(aligned)
             return aligned
@@ -96,5 +118,6 @@ class RobotDepthFitter:
         if not refined:
             return DepthAlignment(False, f'none of {len(poses)} keypoint hypotheses and {len(candidates)} '
                                          'candidates aligned with the depth')
-        final = depth_agreement(view, points, normals, camera, np.array([a.T_cam_base for a in refined]), 0.01)
+        measured = np.array([scaled_pose(a.T_cam_base, a.depth_scale) for a in refined])
+        final = depth_agreement(view, points, normals, camera, measured, 0.01)
         return refined[int(np.argmax(final))]
