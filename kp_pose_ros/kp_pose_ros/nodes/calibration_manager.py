@@ -7,7 +7,14 @@ deliberate set of robot poses), compute, save (YAML, atomic), load and reset.
 static mode: publishes a saved calibration on /tf_static and nothing else (include calibration_publisher.launch.py
 in a robot's bringup).
 The calibration is published to the camera's root frame (e.g. camera_link) by composing with the driver's static
-root -> optical transform from /tf_static, so the driver's own TF subtree hangs under the robot base."""
+root -> optical transform from /tf_static, so the driver's own TF subtree hangs under the robot base.
+Every transform on /tf carries a newer stamp than the last one sent (tf2 listeners warn TF_REPEATED_DATA and drop a
+repeated one): the live aggregate goes out only when newer estimates came, stamped with the newest estimate's stamp;
+a fixed calibration is restamped with the current time each period and skipped while the clock stands still.
+Trust: a calibration is computed only when its ~95 % uncertainty bound, counting each arm configuration as one
+independent view (robot/calibration.py), is within limits; the compute response and /diagnostics say how diverse the
+captured views are (robot/capture_guidance.py). With a calibration fixed, the live estimates keep being aggregated
+and compared with it (drift): OK within both uncertainties, WARN beyond, ERROR beyond drift_error_ratio times that."""
 from __future__ import annotations
 
 import math
@@ -21,19 +28,27 @@ from kp_pose_msgs.srv import CaptureSample, ComputeCalibration, LoadCalibration,
 from kp_pose_ros.core.transform_tree import TransformTree
 from kp_pose_ros.robot.calibration import (
     CalibrationError,
+    CalibrationResult,
     CalibrationSample,
     CalibrationWindow,
     aggregate,
     compose_root,
 )
-from kp_pose_ros.robot.calibration_store import CalibrationFileError, load_calibration, save_calibration
-from kp_pose_ros.ros.diagnostics import OK, WARN
+from kp_pose_ros.robot.calibration_store import (
+    CalibrationFileError,
+    drift,
+    load_calibration,
+    save_calibration,
+    uncertainty_block,
+)
+from kp_pose_ros.robot.capture_guidance import CaptureGuidance, capture_guidance
+from kp_pose_ros.ros.diagnostics import ERROR, OK, WARN
 from kp_pose_ros.ros.lifecycle_node import ConfigureError, PipelineNode
 from kp_pose_ros.ros.node_main import spin_node
 from kp_pose_ros.ros.params import Param
 from kp_pose_ros.ros.poses import matrix_from_pose
 from kp_pose_ros.ros.qos import LATCHED_QOS
-from kp_pose_ros.ros.stamps import stamp_to_ns
+from kp_pose_ros.ros.stamps import ns_to_stamp, stamp_to_ns
 from kp_pose_ros.ros.tf import StaticTfBroadcaster, TfBroadcaster, TfListener, transform_from_msg, transform_stamped
 
 
@@ -56,6 +71,21 @@ class CalibrationManagerNode(PipelineNode):
               min_value=0.0, max_value=10.0),
         Param('max_rotation_std_deg', 5.0, 'The same bound on the rotation spread.', live=True, min_value=0.0,
               max_value=180.0),
+        Param('configuration_tolerance_rad', 0.1, 'Estimates whose joint positions all lie within this of an arm '
+              'configuration\'s first estimate belong to it: one view, sharing one detector bias.', live=True,
+              min_value=0.0, max_value=10.0),
+        Param('max_translation_uncertainty_m', 0.02, 'Compute refuses a calibration whose ~95 % translation bound '
+              '(view bias included, each arm configuration one draw) exceeds this. Estimates without joint '
+              'positions have no bound and are judged on the spread limits alone.', live=True, min_value=0.0,
+              max_value=10.0),
+        Param('max_rotation_uncertainty_deg', 2.0, 'The same bound on the rotation.', live=True, min_value=0.0,
+              max_value=180.0),
+        Param('drift_min_translation_m', 0.005, 'Drift of the live estimate from a fixed calibration: the smallest '
+              'translation tolerance, whatever the uncertainties say.', live=True, min_value=0.0, max_value=1.0),
+        Param('drift_min_rotation_deg', 0.5, 'The smallest rotation tolerance of the drift check.', live=True,
+              min_value=0.0, max_value=90.0),
+        Param('drift_error_ratio', 2.0, 'Drift diagnostics: WARN beyond the tolerance, ERROR beyond this many '
+              'times it (the camera has moved: recalibrate).', live=True, min_value=1.0, max_value=100.0),
         Param('publish_period_s', 0.5, 'How often the live aggregate is recomputed and published on /tf.',
               live=True, min_value=0.01, max_value=60.0),
         Param('max_estimate_age_s', 5.0, 'Diagnostics: WARN when the newest usable estimate is older than this '
@@ -68,6 +98,7 @@ class CalibrationManagerNode(PipelineNode):
         self.fixed: TransformStamped | None = None
         self.fixed_result = None
         self.diagnostics.add_check(self._health)
+        self.diagnostics.add_check(self._capture_health)
 
     def configure(self) -> None:
         p = self.p
@@ -75,6 +106,8 @@ class CalibrationManagerNode(PipelineNode):
         self.pub_calibration = self.create_publisher(TransformStamped, '~/calibration', LATCHED_QOS)
         self.fixed = None
         self.fixed_result = None
+        self.fixed_uncertainty: dict | None = None  # the fixed calibration's uncertainty block (drift reference)
+        self.drift = None
         if p.mode == 'static':
             self.static_tf = StaticTfBroadcaster(self)
             ok, text = self._load_into_fixed(self.directory, p.calibration_name)
@@ -88,7 +121,8 @@ class CalibrationManagerNode(PipelineNode):
         self.captured = CalibrationWindow(10000)
         self.latest: RobotCameraEstimate | None = None
         self.live_result = None
-        self.published_stamp = None  # stamp of the live transform last sent on /tf
+        self.aggregated_ns = -1  # newest estimate stamp the last live aggregate included
+        self.tf_stamp_ns = -1  # stamp of the transform last sent on /tf
         self.pub_live = self.create_publisher(TransformStamped, '~/live_calibration', 10)
 
     def activate(self) -> None:
@@ -114,12 +148,15 @@ class CalibrationManagerNode(PipelineNode):
             self.timer.timer_period_ns = int(float(value) * 1e9)
 
     def _health(self):
-        """Calibration health: OK while a calibration is fixed or the live aggregate is published; WARN when the
-        estimates are too spread to publish, or the newest usable estimate is older than max_estimate_age_s."""
+        """Calibration health: with a calibration fixed, its drift (_drift_status); else OK while the live aggregate
+        is published, WARN when the estimates are too spread to publish, or the newest usable estimate is older than
+        max_estimate_age_s. The live uncertainty is reported, not judged: one view gives no bound by nature."""
         if self.state not in ('inactive', 'active'):
             return []
-        if self.p.mode == 'static' or self.fixed is not None:
-            return [(OK, '', {'calibration': 'fixed (computed or loaded)'})]
+        if self.p.mode == 'static':
+            return [(OK, '', {'calibration': 'fixed (loaded)'})]
+        if self.fixed is not None:
+            return [self._drift_status()]
         if self.latest is None:
             return [(WARN if self.state == 'active' else OK, 'no estimate received yet' if self.state == 'active'
                      else '')]
@@ -130,11 +167,55 @@ class CalibrationManagerNode(PipelineNode):
         if result is not None:
             values['spread_cm'] = f'{result.translation_std_m * 100:.2f}'
             values['spread_deg'] = f'{result.rotation_std_deg:.2f}'
+            values['live_configurations'] = str(result.num_configurations)
+            values['live_uncertainty_cm'] = f'{result.translation_uncertainty_m * 100:.2f}'
+            values['live_uncertainty_deg'] = f'{result.rotation_uncertainty_deg:.2f}'
         if age > self.p.max_estimate_age_s:
             return [(WARN, f'no usable estimate for {age:.0f} s', values)]
         if result is not None and self._too_spread(result):
             return [(WARN, 'live estimates too spread to publish', values)]
         return [(OK, '', values)]
+
+    def _drift_status(self):
+        """Drift of the live estimate from the fixed calibration: OK within the tolerance (both uncertainties), WARN
+        beyond it, ERROR beyond drift_error_ratio times it."""
+        values = {'calibration': 'fixed (computed or loaded)'}
+        d = self.drift
+        if d is None:
+            values['drift'] = 'waiting for live estimates'
+            return OK, '', values
+        values.update(drift_cm=f'{d.translation_m * 100:.2f}', drift_deg=f'{d.rotation_deg:.2f}',
+                      drift_tolerance_cm=f'{d.translation_tolerance_m * 100:.2f}',
+                      drift_tolerance_deg=f'{d.rotation_tolerance_deg:.2f}', drift_ratio=f'{d.ratio:.2f}')
+        if d.ratio <= 1.0:
+            return OK, '', values
+        text = (f'live estimate {d.translation_m * 100:.1f} cm, {d.rotation_deg:.1f} deg from the calibration '
+                f'(tolerance {d.translation_tolerance_m * 100:.1f} cm, {d.rotation_tolerance_deg:.1f} deg)')
+        if d.ratio > self.p.drift_error_ratio:
+            return ERROR, f'{text}: the camera has moved, recalibrate', values
+        return WARN, text, values
+
+    def _capture_health(self):
+        """Capture guidance for the samples compute would use, as values (never a problem by itself)."""
+        if self.state not in ('inactive', 'active') or self.p.mode != 'live':
+            return []
+        guidance = self._guidance(self._compute_source().samples)
+        if guidance is None:
+            return []
+        return [(OK, '', {'capture_configurations': str(guidance.num_configurations),
+                          'capture_least_varied_joints': ', '.join(guidance.least_varied_joints[:3]),
+                          'capture_advice': guidance.summary()})]
+
+    def _guidance(self, samples) -> CaptureGuidance | None:
+        """How diverse the samples' arm configurations are; None when they carry no joint positions."""
+        joints = [s.joint_positions for s in samples if s.joint_positions is not None]
+        names = tuple(self.latest.joint_names) if self.latest is not None else ()
+        size = len(names) if names else (len(joints[-1]) if joints else 0)
+        joints = [j for j in joints if len(j) == size]
+        if not joints:
+            return None
+        return capture_guidance(joints, names if len(names) == size else (),
+                                tolerance_rad=self.p.configuration_tolerance_rad)
 
     # -- estimates ------------------------------------------------------------------------------------------------
     def _sample(self, msg: RobotCameraEstimate) -> CalibrationSample:
@@ -142,7 +223,8 @@ class CalibrationManagerNode(PipelineNode):
         return CalibrationSample(stamp_to_ns(msg.header.stamp), matrix_from_pose(msg.pose),
                                  weight=max(1.0, float(np.count_nonzero(msg.inliers))),
                                  residuals_px=residuals,
-                                 keypoint_names=tuple(msg.keypoint_names) if msg.keypoint_names else None)
+                                 keypoint_names=tuple(msg.keypoint_names) if msg.keypoint_names else None,
+                                 joint_positions=np.asarray(msg.joint_positions) if len(msg.joint_positions) else None)
 
     def _on_estimate(self, msg: RobotCameraEstimate) -> None:
         if not math.isfinite(msg.mean_residual_px) or msg.mean_residual_px > self.p.max_residual_px:
@@ -178,29 +260,76 @@ class CalibrationManagerNode(PipelineNode):
                     f'{self.p.max_rotation_std_deg:g} deg); move the robot through more poses or check the camera')
         return ''
 
+    def _too_uncertain(self, result: CalibrationResult, samples) -> str:
+        """Why a computed `result` must not be used ('' when it may): its view-aware bound exceeds the limits.
+        Samples without joint positions cannot be told apart by view, so for them only the spread limits hold."""
+        if all(s.joint_positions is None for s in samples):
+            return ''
+        t, r = result.translation_uncertainty_m, result.rotation_uncertainty_deg
+        if t > self.p.max_translation_uncertainty_m or r > self.p.max_rotation_uncertainty_deg:
+            return (f'uncertainty {_bound_text(t, r)} from {result.num_configurations} arm configurations (limits '
+                    f'{self.p.max_translation_uncertainty_m * 100:g} cm, {self.p.max_rotation_uncertainty_deg:g} deg): '
+                    'frames of one view share its bias; capture more distinct arm poses')
+        return ''
+
+    def _send_tf(self, msg: TransformStamped) -> bool:
+        """Send `msg` on /tf if its stamp is newer than the last one sent: tf2 listeners warn (TF_REPEATED_DATA)
+        about and drop a repeated stamp."""
+        stamp = stamp_to_ns(msg.header.stamp)
+        if stamp <= self.tf_stamp_ns:
+            return False
+        self.tf.send(msg)
+        self.tf_stamp_ns = stamp
+        return True
+
     def _publish_live(self) -> None:
         if self.fixed is not None:
             self.fixed.header.stamp = self.get_clock().now().to_msg()
-            self.tf.send(self.fixed)
+            self._send_tf(self.fixed)  # skipped while the clock stands still (a paused simulation)
+        result, msg = self._aggregate_live()
+        if msg is None:
             return
-        if self.latest is None or len(self.live) < self.p.min_samples \
-                or self.latest.header.stamp == self.published_stamp:  # nothing new: tf2 warns on repeated stamps
+        if self.fixed is not None:
+            self._update_drift(result, msg)
             return
-        try:
-            self.live_result = aggregate(self.live.samples, min_samples=self.p.min_samples)
-        except CalibrationError as exc:
-            self.get_logger().warning(f'live window not consistent: {exc}', throttle_duration_sec=5.0)
-            return
-        reason = self._too_spread(self.live_result)
+        reason = self._too_spread(result)
         if reason:
             self.get_logger().warning(f'not publishing the live calibration: {reason}', throttle_duration_sec=5.0)
-            return
-        msg = self._root_transform(self.latest.header.frame_id, self.live_result.T_base_cam,
-                                   self.latest.camera_frame, self.latest.header.stamp)
-        if msg is not None:
-            self.tf.send(msg)
+        elif self._send_tf(msg):
             self.pub_live.publish(msg)
-            self.published_stamp = self.latest.header.stamp
+        elif self.tf_stamp_ns - stamp_to_ns(msg.header.stamp) > 1e9:  # beyond the usual pipeline latency
+            self.get_logger().warning('live estimates are over 1 s older than the transform last sent on /tf (a '
+                                      'calibration published at the current time, or a bag replayed without '
+                                      'use_sim_time): waiting for newer ones', throttle_duration_sec=10.0)
+
+    def _aggregate_live(self) -> tuple[CalibrationResult | None, TransformStamped | None]:
+        """The live window's aggregate and its base -> root transform stamped with the newest estimate's stamp;
+        (None, None) unless estimates newer than the last aggregate's came."""
+        samples = self.live.samples
+        newest = max((s.stamp_ns for s in samples), default=-1)
+        if self.latest is None or len(samples) < self.p.min_samples or newest <= self.aggregated_ns:
+            return None, None
+        self.aggregated_ns = newest
+        try:
+            self.live_result = aggregate(samples, min_samples=self.p.min_samples,
+                                         configuration_tolerance_rad=self.p.configuration_tolerance_rad)
+        except CalibrationError as exc:
+            self.get_logger().warning(f'live window not consistent: {exc}', throttle_duration_sec=5.0)
+            return None, None
+        return self.live_result, self._root_transform(self.latest.header.frame_id, self.live_result.T_base_cam,
+                                                      self.latest.camera_frame, ns_to_stamp(newest))
+
+    def _update_drift(self, result: CalibrationResult, msg: TransformStamped) -> None:
+        """Compare the live aggregate with the fixed calibration, when both are the same pair of frames."""
+        fixed = self.fixed
+        if (msg.header.frame_id, msg.child_frame_id) != (fixed.header.frame_id, fixed.child_frame_id):
+            self.get_logger().warning(f'no drift check: the live estimate is {msg.header.frame_id} -> '
+                                      f'{msg.child_frame_id}, the calibration {fixed.header.frame_id} -> '
+                                      f'{fixed.child_frame_id}', throttle_duration_sec=30.0)
+            return
+        self.drift = drift(transform_from_msg(fixed), self.fixed_uncertainty, transform_from_msg(msg), result,
+                           min_translation_m=self.p.drift_min_translation_m,
+                           min_rotation_deg=self.p.drift_min_rotation_deg)
 
     # -- services ---------------------------------------------------------------------------------------------------
     def _capture(self, request, response):
@@ -212,24 +341,31 @@ class CalibrationManagerNode(PipelineNode):
         response.num_samples = len(self.captured)
         return response
 
+    def _compute_source(self) -> CalibrationWindow:
+        return self.captured if len(self.captured) else self.live
+
     def _compute(self, request, response):
-        source = self.captured if len(self.captured) else self.live
+        source = self._compute_source()
+        samples = source.samples
         min_samples = request.min_samples or self.p.min_samples
-        response.num_samples = len(source)
+        response.num_samples = len(samples)
         if self.latest is None:
             response.success, response.message = False, 'no estimate received yet'
             return response
+        guidance = self._guidance(samples)
+        advice = f' Capture: {guidance.summary()}.' if guidance is not None else ''
         try:
-            result = aggregate(source.samples, min_samples=min_samples)
+            result = aggregate(samples, min_samples=min_samples,
+                               configuration_tolerance_rad=self.p.configuration_tolerance_rad)
         except CalibrationError as exc:
-            response.success, response.message = False, str(exc)
+            response.success, response.message = False, f'{exc}.{advice}'
             return response
         response.translation_std_m = float(result.translation_std_m)
         response.rotation_std_deg = float(result.rotation_std_deg)
         response.num_inliers = result.num_inliers
-        reason = self._too_spread(result)
+        reason = self._too_spread(result) or self._too_uncertain(result, samples)
         if reason:
-            response.success, response.message = False, f'not calibrated: {reason}'
+            response.success, response.message = False, f'not calibrated: {reason}.{advice}'
             return response
         msg = self._root_transform(self.latest.header.frame_id, result.T_base_cam, self.latest.camera_frame,
                                    self.get_clock().now().to_msg())
@@ -238,22 +374,29 @@ class CalibrationManagerNode(PipelineNode):
                                                         f'{self.latest.camera_frame} on /tf_static yet'
             return response
         self.fixed_result = result
-        self._set_fixed(msg)
+        self._set_fixed(msg, uncertainty_block(result))
         kind = 'captured' if source is self.captured else 'live-window'
+        bound = ('unknown (the estimates carry no joint positions)' if guidance is None else
+                 f'{_bound_text(result.translation_uncertainty_m, result.rotation_uncertainty_deg)} (95 %, '
+                 f'{result.num_configurations} arm configurations)')
         response.success = True
         response.message = (f'calibrated from {result.num_inliers}/{result.num_samples} {kind} samples: '
-                            f'spread {result.translation_std_m * 100:.2f} cm, {result.rotation_std_deg:.2f} deg')
+                            f'spread {result.translation_std_m * 100:.2f} cm, {result.rotation_std_deg:.2f} deg; '
+                            f'uncertainty {bound}.{advice}')
         response.transform = msg
         response.mean_reprojection_error_px = float(result.mean_residual_px)
         self.get_logger().info(response.message)
         return response
 
-    def _set_fixed(self, msg: TransformStamped) -> None:
+    def _set_fixed(self, msg: TransformStamped, uncertainty: dict | None) -> None:
         self.fixed = msg
+        self.fixed_uncertainty = uncertainty
+        self.drift = None
         if self.p.mode == 'static':
             self.static_tf.send(msg)
         else:
-            self.tf.send(msg)
+            self.aggregated_ns = -1  # the drift check starts from the live window as it is
+            self._send_tf(msg)
         self.pub_calibration.publish(msg)
 
     def _save(self, request, response):
@@ -282,7 +425,7 @@ class CalibrationManagerNode(PipelineNode):
         msg = transform_stamped(stored.parent_frame, stored.child_frame, stored.transform,
                                 self.get_clock().now().to_msg())
         self.fixed_result = None
-        self._set_fixed(msg)
+        self._set_fixed(msg, stored.uncertainty)
         text = (f'publishing calibration {stored.name} ({stored.parent_frame} -> {stored.child_frame}) from '
                 f'{stored.path}')
         self.get_logger().info(text)
@@ -303,9 +446,18 @@ class CalibrationManagerNode(PipelineNode):
         self.captured.clear()
         self.fixed = None
         self.fixed_result = None
+        self.fixed_uncertainty = None
+        self.drift = None
         self.live_result = None
+        self.aggregated_ns = -1
         response.success, response.message = True, 'cleared samples and calibration; publishing the live estimate'
         return response
+
+
+def _bound_text(translation_m: float, rotation_deg: float) -> str:
+    if math.isinf(translation_m) or math.isinf(rotation_deg):
+        return 'unbounded (one arm configuration)'
+    return f'{translation_m * 100:.1f} cm, {rotation_deg:.1f} deg'
 
 
 def main(args=None):
