@@ -132,12 +132,21 @@ def test_tf_stamps_strictly_increase(ros_node, tmp_path):
 
 def test_compute_needs_distinct_views_and_says_what_to_capture(ros_node, tmp_path):
     """30 frames of one arm pose, 4 cm off: consistent to a millimetre, so the spread gate passed them; the view
-    count refuses them and names what to capture. Thirty distinct poses with small independent biases calibrate."""
+    count refuses them and names what to capture, with a pose within the robot description's joint limits.
+    Thirty distinct poses with small independent biases calibrate."""
+    import os
+
+    import pybullet_data
+    from std_msgs.msg import String
+
     from kp_pose_msgs.srv import ComputeCalibration
+    from kp_pose_ros.ros.qos import LATCHED_QOS
 
     node, executor = ros_node
     rng = np.random.default_rng(1)
     h = Harness(node, executor)
+    with open(os.path.join(pybullet_data.getDataPath(), 'franka_panda', 'panda.urdf'), encoding='utf-8') as f:
+        node.create_publisher(String, '/robot_description', LATCHED_QOS).publish(String(data=f.read()))
     with GraphRun([_manager(tmp_path)], context=node.context) as run:
         executor.add_node(run.nodes[0])
         biased = T_BASE_OPTICAL @ make_transform(np.eye(3), [0.04, 0.0, 0.0])
@@ -147,6 +156,7 @@ def test_compute_needs_distinct_views_and_says_what_to_capture(ros_node, tmp_pat
         assert not res.success and res.translation_std_m < 0.005, res.message
         assert 'unbounded (one arm configuration)' in res.message
         assert 'capture at least 5 more distinct arm configurations' in res.message
+        assert 'a pose far from those captured: [' in res.message
         status = run.nodes[0].diagnostics.status()
         values = {kv.key: kv.value for kv in status.values}
         assert values['capture_configurations'] == '1' and 'more distinct' in values['capture_advice']

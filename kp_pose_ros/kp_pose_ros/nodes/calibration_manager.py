@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 from geometry_msgs.msg import TransformStamped
+from std_msgs.msg import String
 
 from kp_pose_msgs.msg import RobotCameraEstimate
 from kp_pose_msgs.srv import CaptureSample, ComputeCalibration, LoadCalibration, ResetCalibration, SaveCalibration
@@ -41,7 +42,8 @@ from kp_pose_ros.robot.calibration_store import (
     save_calibration,
     uncertainty_block,
 )
-from kp_pose_ros.robot.capture_guidance import CaptureGuidance, capture_guidance
+from kp_pose_ros.robot.capture_guidance import CaptureGuidance, capture_guidance, joint_limit_candidates
+from kp_pose_ros.robot.urdf import URDFError, parse_urdf
 from kp_pose_ros.ros.diagnostics import ERROR, OK, WARN
 from kp_pose_ros.ros.lifecycle_node import ConfigureError, PipelineNode
 from kp_pose_ros.ros.node_main import spin_node
@@ -121,6 +123,7 @@ class CalibrationManagerNode(PipelineNode):
         self.captured = CalibrationWindow(10000)
         self.latest: RobotCameraEstimate | None = None
         self.live_result = None
+        self.joint_limits: dict[str, tuple[float, float]] = {}  # from /robot_description: name -> (lower, upper)
         self.aggregated_ns = -1  # newest estimate stamp the last live aggregate included
         self.tf_stamp_ns = -1  # stamp of the transform last sent on /tf
         self.pub_live = self.create_publisher(TransformStamped, '~/live_calibration', 10)
@@ -129,6 +132,7 @@ class CalibrationManagerNode(PipelineNode):
         if self.p.mode == 'static':
             return
         self.create_subscription(RobotCameraEstimate, 'estimate', self._on_estimate, 10)
+        self.create_subscription(String, '/robot_description', self._on_description, LATCHED_QOS)
         self.create_service(CaptureSample, '~/capture', self._capture)
         self.create_service(ComputeCalibration, '~/compute', self._compute)
         self.create_service(SaveCalibration, '~/save', self._save)
@@ -214,8 +218,21 @@ class CalibrationManagerNode(PipelineNode):
         joints = [j for j in joints if len(j) == size]
         if not joints:
             return None
-        return capture_guidance(joints, names if len(names) == size else (),
-                                tolerance_rad=self.p.configuration_tolerance_rad)
+        limits = [self.joint_limits[n] for n in names if n in self.joint_limits]
+        candidates = joint_limit_candidates(*zip(*limits)) if limits and len(limits) == size else None
+        return capture_guidance(joints, names if len(names) == size else (), candidates=candidates,
+                                num_suggestions=1, tolerance_rad=self.p.configuration_tolerance_rad)
+
+    def _on_description(self, msg: String) -> None:
+        """Joint limits from the robot description: capture guidance then suggests the next arm pose."""
+        try:
+            joints = parse_urdf(msg.data).joints.values()
+        except (URDFError, ValueError) as exc:
+            self.get_logger().warning(f'robot_description unusable for pose suggestions: {exc}')
+            return
+        self.joint_limits = {j.name: (j.limits.lower, j.limits.upper) for j in joints if j.limits is not None
+                             and math.isfinite(j.limits.lower) and math.isfinite(j.limits.upper)
+                             and j.limits.upper > j.limits.lower}
 
     # -- estimates ------------------------------------------------------------------------------------------------
     def _sample(self, msg: RobotCameraEstimate) -> CalibrationSample:

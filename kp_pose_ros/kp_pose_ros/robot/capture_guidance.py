@@ -57,7 +57,12 @@ class CaptureGuidance:
         """One line for a service response or a log."""
         head = (f'{self.num_configurations} arm configurations in {self.num_samples} samples'
                 + ('' if np.isnan(self.image_coverage) else f', image coverage {self.image_coverage:.0%}'))
-        return f'{head}: diverse enough' if self.diverse else f'{head}; {"; ".join(self.missing)}'
+        if self.diverse:
+            return f'{head}: diverse enough'
+        advice = list(self.missing)
+        if len(self.suggestions):
+            advice.append(f'a pose far from those captured: {np.round(self.suggestions[0], 2).tolist()} rad')
+        return f'{head}; {"; ".join(advice)}'
 
 
 def image_coverage(pixels: Sequence[np.ndarray], image_size: tuple[int, int]) -> tuple[float, tuple[str, ...]]:
