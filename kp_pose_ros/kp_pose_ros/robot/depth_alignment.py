@@ -92,14 +92,17 @@ def depth_view(depth_m: np.ndarray, camera: CameraModel, stride: int = DEFAULT_S
     with np.errstate(invalid='ignore'):
         valid = np.isfinite(depth) & (depth > 0)
     depth = np.where(valid, depth, 0.0).astype(np.float32)
-    valid &= ~_depth_edges(depth, valid)
-    smoothed = _valid_median(depth, valid)
-    points = _rays(camera) * smoothed[..., None]
+    edges = _depth_edges(depth, valid)
+    valid &= ~edges
+    # Normals from the median surface, which also spans small holes: the differences need both neighbours, and
+    # with 25 % random holes only half the points had both.
+    surface = _rays(camera) * _valid_median(depth, valid, edges)[..., None]
+    points = np.where(valid[..., None], surface, np.nan)
     h = _NORMAL_BASELINE_PX
     du = np.full_like(points, np.nan)
     dv = np.full_like(points, np.nan)
-    du[:, h:-h] = points[:, 2 * h:] - points[:, :-2 * h]
-    dv[h:-h] = points[2 * h:] - points[:-2 * h]
+    du[:, h:-h] = surface[:, 2 * h:] - surface[:, :-2 * h]
+    dv[h:-h] = surface[2 * h:] - surface[:-2 * h]
     normals = np.cross(du[::stride, ::stride], dv[::stride, ::stride]).reshape(-1, 3)
     cloud = points[::stride, ::stride].reshape(-1, 3)
     length = np.linalg.norm(normals, axis=1)
@@ -126,8 +129,8 @@ def _depth_edges(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return cv2.dilate(edges, kernel).astype(bool)
 
 
-def _valid_median(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """5x5 median of the valid pixels (NaN where the pixel is invalid or most of its window is).
+def _valid_median(depth: np.ndarray, valid: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """5x5 median of the valid pixels (NaN on depth edges and where most of the window is invalid).
 
     cv2's median counts holes as values. Filled with 0 they pull the median towards the camera (30 % holes moved a
     noisy surface by about half the noise, millimetres); filled with a huge value, away from it. With k holes in the
@@ -138,7 +141,7 @@ def _valid_median(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
     low = cv2.medianBlur(np.where(valid, depth, np.float32(0.0)), 5)
     high = cv2.medianBlur(np.where(valid, depth, huge), 5)
     smoothed = 0.5 * (low.astype(np.float64) + high)
-    smoothed[~valid | (low <= 0) | (high >= huge)] = np.nan
+    smoothed[edges | (low <= 0) | (high >= huge)] = np.nan
     return smoothed
 
 
