@@ -10,6 +10,7 @@
   kp-pose play BAG [--rate 2] [--loop] [--clock] [--remap /camera/color/image_raw:=/image] [--topics T ...]
   kp-pose record OUT /camera/color/image_raw /tf_static [--storage mcap|sqlite3] [--duration 10]
   kp-pose eval robot_keypoints --dataset DIR [--model M.onnx] [--threshold T] [--out results.json]
+  kp-pose eval robot_calib --dataset DIR [--no-depth] [--no-joints] [--gt-keypoints] [--out results.json]
 """
 from __future__ import annotations
 
@@ -132,6 +133,10 @@ def cmd_bench(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    return {'robot_keypoints': eval_robot_keypoints, 'robot_calib': eval_robot_calib}[args.stage](args)
+
+
+def eval_robot_keypoints(args) -> int:
     from kp_pose_ros.paths import model_file
     from kp_pose_ros.robot import keypoint_accuracy as ka
     from kp_pose_ros.robot.keypoints import RobotKeypointDetector
@@ -146,6 +151,40 @@ def cmd_eval(args) -> int:
     if args.out:
         with open(args.out, 'w', encoding='utf-8') as f:
             json.dump({'model': model, 'provider': detector.provider, 'datasets': summaries}, f, indent=1)
+        print(f'kp-pose: results written to {args.out}')
+    return 0
+
+
+def eval_robot_calib(args) -> int:
+    from kp_pose_ros.paths import model_file
+    from kp_pose_ros.robot import calib_eval
+    from kp_pose_ros.robot.estimator import EstimatorConfig
+    from kp_pose_ros.robot.keypoints import RobotKeypointDetector
+    from kp_pose_ros.robot.lifting import DiffusionLifter, JointRegressor
+
+    detector = None
+    if not args.gt_keypoints:
+        detector = RobotKeypointDetector(args.model or str(model_file('robot_keypoints_panda.onnx')),
+                                         providers=args.providers, threads=args.threads)
+    regressor = lifter = None
+    if args.no_joints:
+        regressor = JointRegressor(model_file('robot_joints_panda.onnx'), args.providers)
+        lifter = DiffusionLifter(model_file('robot_lifter_panda.onnx'), args.providers, seed=0)
+    config = EstimatorConfig(joints_mode='unknown' if args.no_joints else 'known',
+                             depth_alignment=not args.no_depth,
+                             static_camera_frames=args.static_camera_frames)
+    estimator = calib_eval.robot_estimator(config, args.urdf, args.base_link, regressor=regressor, lifter=lifter)
+    results = {}
+    for dataset in args.dataset:
+        sequences = [calib_eval.run_sequence(estimator, frames) for _, frames in calib_eval.dataset_sequences(
+            dataset, detector.detect if detector else None, use_depth=not args.no_depth,
+            use_joints=not args.no_joints)]
+        results[dataset] = calib_eval.summarise(sequences)
+        print(calib_eval.report(dataset, results[dataset]), flush=True)
+    if args.out:
+        with open(args.out, 'w', encoding='utf-8') as f:
+            json.dump({'config': vars(args) | {'fn': None}, 'provider': detector.provider if detector else None,
+                       'datasets': results}, f, indent=1, default=float)
         print(f'kp-pose: results written to {args.out}')
     return 0
 
@@ -201,12 +240,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--output', default=None, help='results file (default results/<name>.json)')
     p.set_defaults(fn=cmd_bench)
     p = sub.add_parser('eval', help='accuracy of a pipeline stage on an annotated dataset')
-    p.add_argument('stage', choices=('robot_keypoints',))
+    p.add_argument('stage', choices=('robot_keypoints', 'robot_calib'))
     p.add_argument('--dataset', nargs='+', required=True,
-                   help='robot-layout dataset folder(s) (sim.dataset: meta.yaml, annotations.jsonl, rgb/)')
-    p.add_argument('--model', default=None, help='ONNX model with its YAML manifest (default: the shipped one)')
+                   help='robot-layout dataset folder(s) (sim.dataset: meta.yaml, annotations.jsonl, rgb/, depth/); '
+                        'robot_calib: frames sharing camera_index form one static-camera sequence')
+    p.add_argument('--model', default=None,
+                   help='2D keypoint ONNX model with its YAML manifest (default: the shipped one)')
     p.add_argument('--threshold', type=float, default=None,
-                   help="confidence threshold (default: the manifest's suggested_confidence_threshold)")
+                   help="robot_keypoints: confidence threshold (default: the manifest's "
+                        "suggested_confidence_threshold)")
+    p.add_argument('--no-depth', action='store_true', help='robot_calib: RGB only, ignore depth/')
+    p.add_argument('--no-joints', action='store_true',
+                   help='robot_calib: unknown joints (lift the keypoints, regress the joints)')
+    p.add_argument('--gt-keypoints', action='store_true',
+                   help='robot_calib: the annotated visible keypoints instead of the detector (isolates the fit)')
+    p.add_argument('--static-camera-frames', type=int, default=30,
+                   help='robot_calib: known joints without depth: PnP over this many frames (0: per frame)')
+    p.add_argument('--urdf', default=None, help="robot_calib: robot URDF (default: pybullet's Panda)")
+    p.add_argument('--base-link', default='panda_link0', help='robot_calib: robot base frame')
     p.add_argument('--providers', default='auto', help='auto, cpu, cuda or tensorrt')
     p.add_argument('--threads', type=int, default=0, help='onnxruntime intra-op threads (0: its default)')
     p.add_argument('--out', default=None, help='write the figures as JSON here')

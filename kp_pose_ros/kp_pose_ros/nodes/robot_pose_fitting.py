@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 from sensor_msgs.msg import Image, JointState
@@ -15,16 +16,10 @@ from visualization_msgs.msg import MarkerArray
 from kp_pose_msgs.msg import KeypointArray, RobotCameraEstimate
 from kp_pose_ros.core.draw import chain_edges, draw_skeleton
 from kp_pose_ros.core.image_codec import ImageEncodingError
+from kp_pose_ros.core.stamped_series import StampedSeries, interpolate_at
 from kp_pose_ros.robot.depth_fit import RobotDepthFitter
+from kp_pose_ros.robot.estimator import JOINT_MODES, EstimatorConfig, Observation, RobotCalibEstimator
 from kp_pose_ros.robot.lifting import JointRegressor
-from kp_pose_ros.robot.pose import (
-    estimate_at_pose,
-    fit_known_joints,
-    fit_known_joints_window,
-    fit_unknown_joints,
-    refine_on_reprojection,
-    window_entry,
-)
 from kp_pose_ros.robot.surface import GEOMETRY_KINDS, sample_robot_surface
 from kp_pose_ros.robot.urdf import URDFError
 from kp_pose_ros.ros.camera_info import CameraInfoCache
@@ -42,11 +37,13 @@ from kp_pose_ros.ros.qos import KEYPOINT_QUEUE, qos_profile, sensor_qos_params
 from kp_pose_ros.ros.robot_model import RobotModelSource
 from kp_pose_ros.ros.stamps import stamp_to_ns
 
-JOINT_MODES = ('auto', 'known', 'unknown')
 # Joint states kept for pairing with images: the last 2 s (keypoints reach the fit up to a few hundred ms after their
 # image), at most 20000 messages (10 kHz for 2 s).
 JOINT_HISTORY_S = 2.0
 JOINT_HISTORY_MAX = 20000
+# Parameters that are EstimatorConfig fields of the same name.
+ESTIMATOR_PARAMS = ('joints_mode', 'min_keypoint_confidence', 'inlier_threshold_m', 'reprojection_error_px',
+                    'static_camera_frames', 'refine', 'depth_alignment', 'camera_moved_frames')
 
 
 class RobotPoseFittingNode(PipelineNode):
@@ -57,8 +54,12 @@ class RobotPoseFittingNode(PipelineNode):
         Param('joints_mode', 'auto', 'known: use /joint_states; unknown: regress joints from the image; auto: known '
               'whenever a joint state within joint_states_max_age_s of the image exists.', live=True,
               choices=JOINT_MODES),
-        Param('joint_states_max_age_s', 0.1, 'How far apart a joint state and the image may be to count as fresh.',
+        Param('joint_states_max_age_s', 0.1, 'How far from the image stamp (after joint_states_offset_s) a joint '
+              'state may be to count as fresh; the joints are interpolated between the states either side of it.',
               live=True, min_value=0.0, max_value=5.0),
+        Param('joint_states_offset_s', 0.0, 'Joint-state clock minus camera clock: the joints are looked up at the '
+              'image stamp plus this (e.g. a camera driver that stamps frames late by its exposure).', live=True,
+              min_value=-1.0, max_value=1.0),
         Param('keypoint_links', [''], 'Links whose frame origins are the keypoints, in order; [""]: those named in '
               'the joint model\'s manifest.'),
         Param('urdf_path', '', 'Robot URDF file; empty: wait for the /robot_description topic.'),
@@ -72,6 +73,9 @@ class RobotPoseFittingNode(PipelineNode):
         Param('static_camera_frames', 30, 'Known joints: solve PnP over the keypoints of this many recent frames at '
               'once, assuming the camera does not move relative to the robot base (0: per frame, e.g. '
               'eye-in-hand).', live=True, min_value=0, max_value=1000),
+        Param('camera_moved_frames', 3, 'Static window: after this many frames in a row whose keypoints disagree with '
+              'the window\'s camera pose (and agree with their own), the camera counts as moved and the window '
+              'restarts.', live=True, min_value=1, max_value=100),
         Param('refine', True, 'Refine the pose (and unknown joints) on the 2D reprojection error.', live=True),
         Param('depth_alignment', True, 'Known joints: align the robot\'s surface model (URDF meshes) with the '
               'aligned depth image on the `depth` topic; the pose then comes from the depth. Off, or no depth: '
@@ -91,7 +95,7 @@ class RobotPoseFittingNode(PipelineNode):
         super().__init__('robot_pose_fitting', **kwargs)
         self.regressor: JointRegressor | None = None
         self.kinematics = None
-        self.depth_fitter: RobotDepthFitter | None = None
+        self.estimator: RobotCalibEstimator | None = None
         # Held by each fit (worker thread) and by whatever replaces the robot model or the window (executor thread).
         self.fit_lock = threading.Lock()
         self.diagnostics.add_check(self._health)
@@ -105,7 +109,7 @@ class RobotPoseFittingNode(PipelineNode):
         if not self.keypoint_names:
             raise ConfigureError('no keypoint links: set keypoint_links or joints_model')
         self.kinematics = None
-        self.depth_fitter = None
+        self.estimator = None
         self.robot = RobotModelSource(self, p.urdf_path, p.base_link, self.keypoint_names, self._on_robot)
         if p.urdf_path and self.kinematics is None:
             raise ConfigureError(f'no usable robot model in urdf_path {p.urdf_path} (see the log above)')
@@ -117,14 +121,15 @@ class RobotPoseFittingNode(PipelineNode):
 
     def activate(self) -> None:
         p = self.p
-        self.last_depth_pose: np.ndarray | None = None
         self.last_estimate_ns: int | None = None
         self.depths: deque[Image] = deque(maxlen=10)
         self.images: deque[Image] = deque(maxlen=10)
         self.pending: KeypointArray | None = None
-        self.window: deque = deque(maxlen=max(1, p.static_camera_frames))
+        with self.fit_lock:
+            if self.estimator is not None:
+                self.estimator.reset()
         # The last JOINT_HISTORY_S seconds of joint states, however fast the arm publishes them (1 kHz is common).
-        self.joint_history: deque[JointState] = deque(maxlen=JOINT_HISTORY_MAX)
+        self.joint_history = StampedSeries(int(JOINT_HISTORY_S * 1e9), JOINT_HISTORY_MAX)
         sensor_qos = qos_profile(p.qos_reliability, p.qos_depth)
         self.camera_info = CameraInfoCache(self, qos=sensor_qos)
         self.create_subscription(JointState, '/joint_states', self._on_joint_state, 50)
@@ -139,12 +144,18 @@ class RobotPoseFittingNode(PipelineNode):
     def cleanup(self) -> None:
         self.regressor = None
         self.kinematics = None
-        self.depth_fitter = None
+        self.estimator = None
+
+    def _estimator_config(self, **changed) -> EstimatorConfig:
+        values = {name: getattr(self.p, name) for name in ESTIMATOR_PARAMS}
+        values.update(changed)
+        return EstimatorConfig(**values)
 
     def on_parameter_change(self, name, value) -> None:
-        if name == 'static_camera_frames' and hasattr(self, 'window'):
+        if name in ESTIMATOR_PARAMS:
             with self.fit_lock:
-                self.window = deque(self.window, maxlen=max(1, int(value)))
+                if self.estimator is not None:
+                    self.estimator.set_config(replace(self.estimator.config, **{name: value}))
 
     def _health(self):
         """WARN when no pose was estimated for 5 s while active (keypoints arriving or not)."""
@@ -182,16 +193,13 @@ class RobotPoseFittingNode(PipelineNode):
                                     f'({kinematics.joint_names}, keypoints {self.keypoint_names}); only known-joints '
                                     'estimation is possible')
             regressor = None
+        # A new robot model starts a new estimator: nothing learnt with the old one (window, last pose) carries over.
+        estimator = RobotCalibEstimator(kinematics, self._estimator_config(), regressor, fitter)
         with self.fit_lock:
-            self.kinematics, self.depth_fitter, self.regressor = kinematics, fitter, regressor
-            self.last_depth_pose = None
+            self.kinematics, self.regressor, self.estimator = kinematics, regressor, estimator
 
     def _on_joint_state(self, msg: JointState) -> None:
-        history = self.joint_history
-        history.append(msg)
-        oldest_kept = stamp_to_ns(msg.header.stamp) - int(JOINT_HISTORY_S * 1e9)
-        while len(history) > 1 and stamp_to_ns(history[0].header.stamp) < oldest_kept:
-            history.popleft()
+        self.joint_history.add(stamp_to_ns(msg.header.stamp), msg)
 
     @staticmethod
     def _nearest(messages, stamp_ns: int, max_offset_s: float):
@@ -203,16 +211,23 @@ class RobotPoseFittingNode(PipelineNode):
         return nearest
 
     def _measured_joints(self, stamp_ns: int) -> np.ndarray | None:
+        """The joints at the image stamp (plus joint_states_offset_s), interpolated between the joint states either
+        side of it; None when none is within joint_states_max_age_s (logged when joint states do arrive)."""
         if self.p.joints_mode == 'unknown':
             return None
-        nearest = self._nearest(self.joint_history, stamp_ns, self.p.joint_states_max_age_s)
-        if nearest is None:
-            return None
+        at = stamp_ns + int(self.p.joint_states_offset_s * 1e9)
         try:
-            return joint_positions(nearest, self.kinematics.joint_names)
+            neighbours = [None if s is None else (s[0], joint_positions(s[1], self.kinematics.joint_names))
+                          for s in self.joint_history.bracket(at)]
         except (KeyError, ValueError) as exc:
             self.get_logger().warning(f'/joint_states unusable: {exc}', throttle_duration_sec=5.0)
             return None
+        joints = interpolate_at(at, *neighbours, int(self.p.joint_states_max_age_s * 1e9))
+        if joints is None and len(self.joint_history) and self.p.joints_mode == 'auto':
+            self.get_logger().warning('no /joint_states within joint_states_max_age_s of the image stamp (check the '
+                                      'clocks and joint_states_offset_s); estimating the joints from the image',
+                                      throttle_duration_sec=5.0)
+        return joints
 
     def _on_depth(self, msg: Image) -> None:
         self.depths.append(msg)
@@ -228,7 +243,8 @@ class RobotPoseFittingNode(PipelineNode):
         """Keypoints can overtake their depth image (ground truth, a fast detector): while the depth stream is live
         and has not passed this frame, the frame waits for its depth; one still waiting when the next arrives goes
         on without it."""
-        if self.depth_fitter is not None and self.depths and self._depth_for(msg) is None \
+        if self.estimator is not None and self.estimator.depth_fitter is not None and self.depths \
+                and self._depth_for(msg) is None \
                 and stamp_to_ns(self.depths[-1].header.stamp) < stamp_to_ns(msg.header.stamp):
             previous, self.pending = self.pending, msg
             if previous is not None:
@@ -246,7 +262,7 @@ class RobotPoseFittingNode(PipelineNode):
             self._fit_frame(msg)
 
     def _fit_frame(self, msg: KeypointArray) -> None:
-        if self.kinematics is None or not msg.instances:
+        if self.estimator is None or not msg.instances:
             return
         camera = self.camera_info.get(msg.header.frame_id)
         if camera is None:
@@ -257,78 +273,40 @@ class RobotPoseFittingNode(PipelineNode):
         names = self.keypoint_names
         px, score2d = instance_2d(inst, names)
         pts, score3d = instance_3d(inst, names)
-        px[score2d < self.p.min_keypoint_confidence] = np.nan
-        stamp = stamp_to_ns(msg.header.stamp)
-        measured = self._measured_joints(stamp)
-        if measured is None and self.p.joints_mode == 'known':
-            self.diagnostics.drop('no_joint_states')
-            self.get_logger().warning('joints_mode is "known" but no fresh /joint_states; skipping frame',
-                                      throttle_duration_sec=5.0)
-            return
-        windowed = measured is not None and self.p.static_camera_frames > 0
-        if windowed:
-            self.window.append(window_entry(measured, px, camera, self.kinematics))
-            estimate = fit_known_joints_window(self.window, measured, px, camera, self.kinematics,
-                                               self.p.reprojection_error_px)
-        elif measured is not None:
-            estimate = fit_known_joints(measured, px, camera, self.kinematics, self.p.reprojection_error_px,
-                                        points_cam=np.where(score3d[:, None] > 0, pts, np.nan),
-                                        inlier_threshold_m=self.p.inlier_threshold_m)
-        elif self.regressor is None:
-            self.diagnostics.drop('no_joint_states')
-            self.get_logger().warning('no fresh /joint_states and no usable joint model; skipping frame',
-                                      throttle_duration_sec=5.0)
-            return
-        elif np.all(np.isfinite(pts)):
-            joints = self.regressor.predict(pts)
-            estimate = fit_unknown_joints(pts, joints, px, camera, self.kinematics, self.p.inlier_threshold_m,
-                                          weights=score3d)
-        else:
-            self.diagnostics.drop('incomplete_3d')
-            self.get_logger().warning('lifted keypoints incomplete and no fresh /joint_states; skipping frame',
-                                      throttle_duration_sec=5.0)
-            return
-        aligned = None
-        if measured is not None and self.depth_fitter is not None:
-            estimate, aligned = self._align_to_depth(msg, camera, measured, px, estimate)
-        # A single frame's refinement would pull the window's pose back towards that frame's noise.
-        if self.p.refine and estimate.success and not windowed and aligned is None:
-            estimate = refine_on_reprojection(estimate, px, camera, self.kinematics, confidences=score2d,
-                                              refine_joints=measured is None,
-                                              points_cam=pts if measured is None else None)
+        lifted = score3d > 0
+        measured = self._measured_joints(stamp_to_ns(msg.header.stamp))
+        depth = self._depth_image(msg) if measured is not None and self.estimator.depth_fitter is not None else None
+        result = self.estimator.estimate(Observation(
+            camera, px, score2d, joints=measured, depth_m=depth,
+            lifted=pts if lifted.any() else None, lifted_scores=score3d if lifted.any() else None))
         self.diagnostics.latency('fit', (time.perf_counter() - started) * 1e3)
-        if not estimate.success:
-            self.diagnostics.drop('no_pose')
-            self.get_logger().warning(f'no pose this frame: {estimate.message}', throttle_duration_sec=2.0)
+        if 'window_reset' in result.events:
+            self.get_logger().warning('the keypoints disagree with the static-camera window\'s pose over '
+                                      f'{self.p.camera_moved_frames} frames: the camera moved; window restarted')
+        if result.depth_problem is not None:
+            self.diagnostics.drop(result.depth_problem)
+            self.get_logger().warning(result.message, throttle_duration_sec=2.0)
+        if not result.success:
+            self.diagnostics.drop(result.skipped)
+            self.get_logger().warning(f'{result.message}; skipping frame', throttle_duration_sec=2.0)
             return
-        self._publish(msg, estimate, names, px, aligned)
+        self._publish(msg, result.estimate, names, px, result.aligned)
         self.last_estimate_ns = self.get_clock().now().nanoseconds
 
-    def _align_to_depth(self, msg, camera, joints, px, estimate):
-        """The depth-aligned estimate and its alignment, or the keypoint estimate and None when there is no usable
-        depth image or the alignment fails (logged)."""
+    def _depth_image(self, msg) -> np.ndarray | None:
+        """The depth image (metres) paired with the keypoints' image, or None (logged) when there is none."""
         depth_msg = self._depth_for(msg)
         if depth_msg is None:
             self.diagnostics.drop('no_depth')
             self.get_logger().warning('no depth image within depth_max_offset_s of the colour image; keypoints only',
                                       throttle_duration_sec=5.0)
-            return estimate, None
+            return None
         try:
-            depth = depth_m_from_msg(depth_msg)
-            aligned = self.depth_fitter.fit(depth, camera, joints, px, candidates=(
-                self.last_depth_pose, estimate.T_cam_base if estimate.success else None))
-        except (ImageEncodingError, ValueError) as exc:
+            return depth_m_from_msg(depth_msg)
+        except ImageEncodingError as exc:
             self.diagnostics.drop('bad_depth')
             self.get_logger().error(f'depth image unusable: {exc}', throttle_duration_sec=5.0)
-            return estimate, None
-        if not aligned.success:
-            self.diagnostics.drop('depth_alignment_failed')
-            self.get_logger().warning(f'depth alignment failed: {aligned.message}; keypoints only',
-                                      throttle_duration_sec=2.0)
-            return estimate, None
-        self.last_depth_pose = aligned.T_cam_base
-        return estimate_at_pose(aligned.T_cam_base, joints, px, camera, self.kinematics,
-                                self.p.reprojection_error_px, f'depth: {aligned.message}'), aligned
+            return None
 
     def _publish(self, msg, estimate, names, px, aligned) -> None:
         stamp, optical = msg.header.stamp, msg.header.frame_id
