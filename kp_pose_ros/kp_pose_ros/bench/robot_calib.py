@@ -15,8 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kp_pose_ros.core.metrics import add_auc
-
 FOVS = {'SimXBox360Kinect': 62.73, 'SimRealSense': 70.21, 'SimAzureKinect': 93.01}
 SEQUENCES = int(os.environ.get('KP_BENCH_SEQUENCES', '2'))
 FRAMES = int(os.environ.get('KP_BENCH_FRAMES', '30'))
@@ -25,8 +23,14 @@ SEED_BASE = 100000
 # provider each model actually ran on.
 PROVIDERS = os.environ.get('KP_BENCH_PROVIDERS', 'cpu')
 MIN_CONFIDENCE = 0.3
-# Depth noise at 1 m (growing with z^2), about a RealSense D435's; only the depth-alignment rows read depth.
+# Depth noise at 1 m (growing with z^2), about a RealSense D435's: the Gaussian depth rows.
 DEPTH_NOISE_STD_M = 0.002
+# The real depth sensor rows: each set's camera's depth model (sim/depth_sensors.py: scale bias, holes, flying
+# pixels, quantisation, misregistration; ToF multipath), one unit drawn per sequence.
+REAL_DEPTH_SENSORS = {'SimXBox360Kinect': 'kinect_xbox360', 'SimRealSense': 'realsense_d435',
+                      'SimAzureKinect': 'azure_kinect'}
+# Joint states out of step with the image by up to this much (uniform), as the issue's target allows.
+JOINT_STEP_S = 0.02
 # RoboKeyGen Table II (Ours, online): AUC@0.1m, median ADD (m), mean ADD (m).
 PAPER_TABLE_II = {'SimXBox360Kinect': (77.47, 0.017, 0.025), 'SimRealSense': (76.53, 0.018, 0.026),
                   'SimAzureKinect': (69.01, 0.022, 0.040)}
@@ -44,22 +48,32 @@ class Frame:
     visible: np.ndarray
     joints: np.ndarray
     T_base_cam: np.ndarray
-    depth_m: np.ndarray
+    depth_m: np.ndarray            # Gaussian noise as DEPTH_NOISE_STD_M
+    real_depth_m: np.ndarray       # the FOV's depth sensor model (one unit per sequence)
+    joints_out_of_step: np.ndarray  # the joints JOINT_STEP_S away from the image's instant
     detected: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def render_sets() -> dict[str, list[list[Frame]]]:
+    """Per FOV, SEQUENCES static-camera sequences of FRAMES frames of the arm moving; each frame's ideal depth seen
+    through two sensors: Gaussian noise (the paper-style rows) and the FOV's real depth sensor model, one physical
+    unit (scale bias, misregistration) drawn per sequence."""
     from kp_pose_ros.sim.camera_presets import camera_from_fov
+    from kp_pose_ros.sim.depth_sensors import depth_model_from_name, gaussian
     from kp_pose_ros.sim.scene import SceneConfig, SimScene
     from kp_pose_ros.sim.trajectory import RandomWaypointTrajectory
 
-    sets = {}
+    sets, units = {}, {}
     for index, (name, fov) in enumerate(FOVS.items()):
         sequences = []
         for s in range(SEQUENCES):
             seed = SEED_BASE + 100 * index + s
+            rng = np.random.default_rng(seed)
+            sensor = depth_model_from_name(REAL_DEPTH_SENSORS[name], unit_rng=rng)
+            units[f'{name}/{s}'] = repr(sensor)
+            noisy = gaussian(DEPTH_NOISE_STD_M)
             config = SceneConfig(camera=camera_from_fov(640, 480, fov), num_distractors=3,
-                                 distance_range_m=(0.8, 1.8), depth_noise_std_m=DEPTH_NOISE_STD_M)
+                                 distance_range_m=(0.8, 1.8))
             with SimScene(config, seed=seed) as scene:
                 scene.randomize_camera()
                 traj = RandomWaypointTrajectory(scene.joint_limits, seed=seed, speed=0.4,
@@ -68,24 +82,25 @@ def render_sets() -> dict[str, list[list[Frame]]]:
                 for i in range(FRAMES):
                     scene.set_joint_positions(traj.at(i / 10.0))
                     f = scene.render()
+                    step = rng.uniform(-JOINT_STEP_S, JOINT_STEP_S)
                     frames.append(Frame(f.rgb, f.camera, f.keypoints_cam, f.keypoints_px, f.visible,
-                                        f.joint_positions, f.T_base_cam, f.depth_m))
+                                        f.joint_positions, f.T_base_cam,
+                                        noisy.apply(f.depth_m, f.camera, rng).depth_m,
+                                        sensor.apply(f.depth_m, f.camera, rng, rgb=f.rgb).depth_m,
+                                        traj.at(max(0.0, i / 10.0 + step))))
             sequences.append(frames)
         sets[name] = sequences
-    return sets
+    return sets, units
 
 
 class Models:
     def __init__(self):
-        import pybullet_data
-
         from kp_pose_ros.paths import model_file
-        from kp_pose_ros.robot.depth_fit import RobotDepthFitter
+        from kp_pose_ros.robot.calib_eval import robot_estimator
+        from kp_pose_ros.robot.estimator import EstimatorConfig
         from kp_pose_ros.robot.keypoints import RobotKeypointDetector
-        from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
+        from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS
         from kp_pose_ros.robot.lifting import DiffusionLifter, JointRegressor, RegressionLifter
-        from kp_pose_ros.robot.surface import sample_robot_surface
-        from kp_pose_ros.robot.urdf import load_urdf
 
         self.detector = RobotKeypointDetector(model_file('robot_keypoints_panda.onnx'), PROVIDERS)
         self.lifter = DiffusionLifter(model_file('robot_lifter_panda.onnx'), PROVIDERS, seed=0)
@@ -94,14 +109,15 @@ class Models:
         self.joints = JointRegressor(model_file('robot_joints_panda.onnx'), PROVIDERS)
         for wrapper in (self.detector, self.lifter, self.nonccs, self.regression, self.joints):
             wrapper.warmup()  # as the nodes do in on_configure: no first-frame outlier in the timings
-        urdf = load_urdf(os.path.join(pybullet_data.getDataPath(), 'franka_panda', 'panda.urdf'))
-        self.kinematics = RobotKinematics(urdf, 'panda_link0', PANDA_KEYPOINT_LINKS)
-        urdf_path = os.path.join(pybullet_data.getDataPath(), 'franka_panda', 'panda.urdf')
-        with open(urdf_path, encoding='utf-8') as stream:
-            surface = sample_robot_surface(stream.read(), self.kinematics.link_names, os.path.dirname(urdf_path),
-                                           num_points=3000)
-        self.depth_fitter = RobotDepthFitter(surface, self.kinematics)
+        # One robot model (kinematics, surface) shared by every row's estimator, as the node builds it.
+        self.robot = robot_estimator(EstimatorConfig(), regressor=self.joints)
         assert tuple(self.detector.keypoint_names) == tuple(self.lifter.keypoint_links) == PANDA_KEYPOINT_LINKS
+
+    def estimator(self, config, lifter_name: str | None):
+        from kp_pose_ros.robot.estimator import RobotCalibEstimator
+
+        lifter = {'diffusion': self.lifter, 'nonccs': self.nonccs, 'regression': self.regression}.get(lifter_name)
+        return RobotCalibEstimator(self.robot.kinematics, config, self.joints, self.robot.depth_fitter, lifter)
 
     def providers(self) -> dict:
         """What the benchmark's models ran on: the preference, and per model the provider and why faster ones
@@ -113,117 +129,79 @@ class Models:
                            for name, w in wrappers.items()}}
 
 
+@dataclass(frozen=True)
+class Row:
+    """A benchmark row: what the estimator is fed and how it is configured (EstimatorConfig fields in ``config``).
+    ``pixels``: 'predicted' (the keypoint model), 'gt_noise' (ground truth + 2 px noise, 5 % dropped) or 'none'
+    (detector off); ``depth``: None, 'gaussian' or 'real' (the FOV's sensor model); ``joints``: None (unknown),
+    'exact' or 'out_of_step' (JOINT_STEP_S off)."""
+
+    name: str
+    lifter: str | None = None
+    pixels: str = 'predicted'
+    depth: str | None = None
+    joints: str | None = None
+    config: tuple = ()
+
+
+UNKNOWN = (('joints_mode', 'unknown'), ('depth_alignment', False))
+KNOWN = (('joints_mode', 'known'),)
 ROWS = (
-    # name, 2D source, lifter, online, refine, known joints
-    ('diffusion, single-frame', 'predicted', 'diffusion', False, False, False),
-    ('diffusion, online', 'predicted', 'diffusion', True, False, False),
-    ('diffusion, online + reprojection refinement', 'predicted', 'diffusion', True, True, False),
-    ('diffusion, online, GT 2D + noise', 'gt_noise', 'diffusion', True, False, False),
-    ('regression lifter (Table III)', 'predicted', 'regression', False, False, False),
-    ('diffusion without NCCS (Table IV)', 'predicted', 'nonccs', True, False, False),
-    ('known joints: PnP + refinement (Table VI)', 'predicted', None, False, True, True),
-    ('known joints: PnP over a 30-frame static-camera window', 'predicted', None, False, False, 'window'),
-    ('known joints: RGB-D, surface aligned with depth, per frame', 'predicted', None, False, False, 'depth'),
-    ('known joints: RGB-D, surface aligned with depth, online', 'predicted', None, True, False, 'depth'),
+    Row('diffusion, single-frame', 'diffusion', config=UNKNOWN + (('online_lifting', False), ('refine', False))),
+    Row('diffusion, online', 'diffusion', config=UNKNOWN + (('refine', False),)),
+    Row('diffusion, online + reprojection refinement', 'diffusion', config=UNKNOWN),
+    Row('diffusion, online, GT 2D + noise', 'diffusion', pixels='gt_noise', config=UNKNOWN + (('refine', False),)),
+    Row('regression lifter (Table III)', 'regression', config=UNKNOWN + (('online_lifting', False), ('refine', False))),
+    Row('diffusion without NCCS (Table IV)', 'nonccs', config=UNKNOWN + (('refine', False),)),
+    Row('known joints: PnP + refinement (Table VI)', joints='exact',
+        config=KNOWN + (('static_camera_frames', 0), ('depth_alignment', False))),
+    Row('known joints: PnP over a 30-frame static-camera window', joints='exact',
+        config=KNOWN + (('static_camera_frames', 30), ('depth_alignment', False))),
+    Row('known joints: RGB-D, surface aligned with depth, per frame', joints='exact', depth='gaussian',
+        config=KNOWN + (('static_camera_frames', 0), ('track_previous_pose', False))),
+    Row('known joints: RGB-D, surface aligned with depth, online', joints='exact', depth='gaussian',
+        config=KNOWN + (('static_camera_frames', 0),)),
+    Row('known joints: RGB-D, real depth sensor, joints out of step', joints='out_of_step', depth='real',
+        config=KNOWN + (('static_camera_frames', 0),)),
 )
 
 
-def evaluate(models: Models, sets: dict, row) -> dict:
-    from kp_pose_ros.core.transforms import rotation_error_deg
-    from kp_pose_ros.robot.calibration import CalibrationError, CalibrationSample, aggregate
-    from kp_pose_ros.robot.pose import (
-        estimate_at_pose,
-        fit_known_joints,
-        fit_known_joints_window,
-        fit_unknown_joints,
-        refine_on_reprojection,
-        window_entry,
-    )
+def _observation(frame: Frame, row: Row, rng: np.random.Generator):
+    from kp_pose_ros.robot.estimator import Observation
 
-    name, source, lifter_name, online, refine, known = row
-    lifter = {'diffusion': models.lifter, 'nonccs': models.nonccs, 'regression': models.regression}.get(lifter_name)
-    kin = models.kinematics
+    if row.pixels == 'predicted':
+        px, conf = frame.detected
+    elif row.pixels == 'gt_noise':
+        px = frame.keypoints_px + rng.normal(0, 2.0, frame.keypoints_px.shape)
+        conf = np.where(frame.visible & (rng.random(len(px)) > 0.05), 1.0, 0.0)
+    else:
+        px, conf = np.full_like(frame.keypoints_px, np.nan), np.zeros(len(frame.keypoints_px))
+    joints = {'exact': frame.joints, 'out_of_step': frame.joints_out_of_step}.get(row.joints)
+    depth = {'gaussian': frame.depth_m, 'real': frame.real_depth_m}.get(row.depth)
+    return Observation(frame.camera, px, conf, joints=joints, depth_m=depth)
+
+
+def evaluate(models: Models, sets: dict, row: Row) -> dict:
+    from kp_pose_ros.robot.calib_eval import TruthFrame, run_sequence, summarise
+    from kp_pose_ros.robot.estimator import EstimatorConfig
+
+    estimator = models.estimator(EstimatorConfig(**dict(row.config)), row.lifter)
     rng = np.random.default_rng(0)
-    per_fov, timings = {}, {'lift_ms': [], 'fit_ms': []}
+    per_fov = {}
     for fov_name, sequences in sets.items():
-        add, joint_err, calib_t, calib_r = [], [], [], []
-        for frames in sequences:
-            previous, samples, window = None, [], []
-            for frame in frames:
-                camera = frame.camera
-                if source == 'predicted':
-                    px, conf = frame.detected
-                else:
-                    px = frame.keypoints_px + rng.normal(0, 2.0, frame.keypoints_px.shape)
-                    conf = np.where(frame.visible & (rng.random(len(px)) > 0.05), 1.0, 0.0)
-                valid = (conf >= MIN_CONFIDENCE) & np.all(np.isfinite(px), axis=1)
-                px = np.where(valid[:, None], px, np.nan)
-                started = time.perf_counter()
-                estimate = None
-                try:
-                    if known == 'depth':
-                        pnp = fit_known_joints(frame.joints, px, camera, kin)
-                        aligned = models.depth_fitter.fit(frame.depth_m, camera, frame.joints, px, candidates=(
-                            previous if online else None, pnp.T_cam_base if pnp.success else None))
-                        estimate = (estimate_at_pose(aligned.T_cam_base, frame.joints, px, camera, kin)
-                                    if aligned.success else pnp)
-                        previous = aligned.T_cam_base if aligned.success else previous
-                    elif known == 'window':
-                        window = (window + [window_entry(frame.joints, px, camera, kin)])[-30:]
-                        estimate = fit_known_joints_window(window, frame.joints, px, camera, kin)
-                    elif known:
-                        estimate = fit_known_joints(frame.joints, px, camera, kin)
-                    else:
-                        condition = px if lifter.condition_space == 'pixels' else camera.normalize(px)
-                        lifted = lifter.lift(condition, valid, previous if online else None)
-                        t_lift = time.perf_counter()
-                        timings['lift_ms'].append((t_lift - started) * 1e3)
-                        started = t_lift
-                        previous = lifted.points
-                        q = models.joints.predict(lifted.points)
-                        estimate = fit_unknown_joints(lifted.points, q, px, camera, kin,
-                                                      weights=valid.astype(float) + 0.1)
-                    if refine and estimate.success:
-                        estimate = refine_on_reprojection(estimate, px, camera, kin, confidences=conf,
-                                                          refine_joints=not known,
-                                                          points_cam=None if known else lifted.points)
-                except ValueError:
-                    previous = None
-                timings['fit_ms'].append((time.perf_counter() - started) * 1e3)
-                if estimate is None or not estimate.success:
-                    add.append(np.inf)
-                    continue
-                add.append(float(np.mean(np.linalg.norm(estimate.keypoints_cam - frame.keypoints_cam, axis=1))))
-                joint_err.append(np.degrees(np.abs(estimate.joints - frame.joints)))
-                samples.append(CalibrationSample(len(samples), estimate.T_base_cam,
-                                                 weight=max(1, int(estimate.inliers.sum()))))
-            try:
-                result = aggregate(samples, min_samples=10)
-                T_true = frames[0].T_base_cam
-                calib_t.append(float(np.linalg.norm(result.T_base_cam[:3, 3] - T_true[:3, 3])))
-                calib_r.append(rotation_error_deg(result.T_base_cam[:3, :3], T_true[:3, :3]))
-            except CalibrationError:
-                calib_t.append(np.inf)
-                calib_r.append(np.inf)
-        add = np.asarray(add)
-        finite = add[np.isfinite(add)]
-        joint_err = np.asarray(joint_err) if joint_err else np.full((1, kin.num_joints), np.nan)
-        per_fov[fov_name] = {
-            'frames': int(add.size), 'failures': int((~np.isfinite(add)).sum()),
-            'auc_0.1m': add_auc(add), 'add_median_m': float(np.median(add)),
-            'add_mean_m': float(finite.mean()) if finite.size else float('nan'),
-            'joint_error_deg_mean': float(np.nanmean(joint_err)),
-            'joint_error_deg_per_joint': [float(v) for v in np.nanmean(joint_err, axis=0)],
-            'calibration_error_cm': [round(v * 100, 2) for v in calib_t],
-            'calibration_error_deg': [round(v, 2) for v in calib_r],
-        }
-    stats = {k: float(np.median(v)) for k, v in timings.items() if v}
-    return {'row': name, 'per_fov': per_fov, 'stage_ms_median': stats}
+        runs = [run_sequence(estimator, [TruthFrame(_observation(f, row, rng), f.T_base_cam, f.keypoints_cam)
+                                         for f in frames]) for frames in sequences]
+        per_fov[fov_name] = summarise(runs)
+    stage = {}
+    for name in sorted({k for r in per_fov.values() for k in r['stage_ms']}):
+        stage[name] = float(np.median([r['stage_ms'][name]['median'] for r in per_fov.values()
+                                       if name in r['stage_ms']]))
+    return {'row': row.name, 'per_fov': per_fov, 'stage_ms_median': stage}
 
 
 def run() -> dict:
     models = Models()
-    sets = render_sets()
+    sets, units = render_sets()
     detect_ms = []
     for sequences in sets.values():
         for frames in sequences:
@@ -234,17 +212,21 @@ def run() -> dict:
     rows = [evaluate(models, sets, row) for row in ROWS]
     main = rows[2]['stage_ms_median']
     detect = float(np.median(detect_ms))
-    e2e_ms = detect + main.get('lift_ms', 0.0) + main.get('fit_ms', 0.0)
-    depth_ms = rows[-1]['stage_ms_median']['fit_ms']
+    e2e_ms = detect + main['estimate']
+    depth_ms = rows[-1]['stage_ms_median']['estimate']
     rgbd_ms = detect + depth_ms
     return {
-        'sets': {name: {'hfov_deg': fov, 'sequences': SEQUENCES, 'frames_per_sequence': FRAMES}
+        'sets': {name: {'hfov_deg': fov, 'sequences': SEQUENCES, 'frames_per_sequence': FRAMES,
+                        'real_depth_sensor': REAL_DEPTH_SENSORS[name],
+                        'units': {k: v for k, v in units.items() if k.startswith(name + '/')}}
                  for name, fov in FOVS.items()},
+        'joint_states_out_of_step_s': JOINT_STEP_S,
         'rows': rows,
-        'speed_ms_median': {'detect_2d': detect, 'lift (K=%d)' % models.lifter.num_candidates: main.get('lift_ms'),
-                            'joints + fit + refine': main.get('fit_ms'), 'end_to_end': e2e_ms,
+        'speed_ms_median': {'detect_2d': detect, 'lift (K=%d)' % models.lifter.num_candidates: main.get('lift'),
+                            'joints + fit + refine': main.get('joints_and_fit'), 'end_to_end': e2e_ms,
                             'end_to_end_fps': 1000.0 / e2e_ms,
-                            'known joints RGB-D: PnP + depth alignment': depth_ms, 'end_to_end_rgbd': rgbd_ms,
+                            'known joints RGB-D (real sensor): PnP + depth alignment': depth_ms,
+                            'end_to_end_rgbd': rgbd_ms,
                             'end_to_end_rgbd_fps': 1000.0 / rgbd_ms},
         'paper_table_II_online': PAPER_TABLE_II,
         'execution_providers': models.providers(),
@@ -260,8 +242,9 @@ def report(results: dict) -> str:
         for f in fovs:
             r = row['per_fov'][f]
             cells.append(f"{r['auc_0.1m']:.1f} / {r['add_median_m'] * 100:.1f} / {r['add_mean_m'] * 100:.1f}")
-        joint = np.nanmean([row['per_fov'][f]['joint_error_deg_mean'] for f in fovs])
-        lines.append(f"| {row['row']} | " + ' | '.join(cells) + f' | {joint:.1f} |')
+        joint = [row['per_fov'][f]['joint_error_deg_mean'] for f in fovs]
+        joint = f'{np.mean(joint):.1f}' if None not in joint else 'measured'
+        lines.append(f"| {row['row']} | " + ' | '.join(cells) + f' | {joint} |')
     paper = ' | '.join(f'{a:.1f} / {m * 100:.1f} / {n * 100:.1f}' for a, m, n in
                        (results['paper_table_II_online'][f] for f in fovs))
     lines.append(f'| RoboKeyGen paper, online (Table II) | {paper} | – |')
@@ -269,8 +252,9 @@ def report(results: dict) -> str:
                                                                    '(cm / deg per sequence)' for f in fovs) + ' |',
               '|---' * (len(fovs) + 1) + '|']
     for row in results['rows']:
-        cells = [', '.join(f'{t:.1f} / {r:.1f}' for t, r in zip(row['per_fov'][f]['calibration_error_cm'],
-                                                                 row['per_fov'][f]['calibration_error_deg']))
+        cells = [', '.join('failed' if t is None else f'{t:.2f} / {r:.2f}'
+                           for t, r in zip(row['per_fov'][f]['calibration_error_cm'],
+                                           row['per_fov'][f]['calibration_error_deg']))
                  for f in fovs]
         lines.append(f"| {row['row']} | " + ' | '.join(cells) + ' |')
     speed = results['speed_ms_median']
