@@ -256,3 +256,49 @@ def test_joint_states_of_a_1khz_arm_are_kept_long_enough_to_pair(ros_context):
         np.testing.assert_allclose(fitting._measured_joints(image_stamp), 2.2)
         assert fitting._measured_joints(t0 + 100 * 10**6) is None  # older than the 2 s kept
         assert len(fitting.joint_history) <= 2001
+
+
+@pytest.mark.parametrize('model', ['robot_lifter_regression_panda.onnx', 'robot_lifter_nonccs_panda.onnx'])
+def test_lifter_node_feeds_each_model_the_2d_space_it_was_trained_on(ros_node, model):
+    """The regression baseline could not load and the no-NCCS ablation was fed NCCS (wrong skeletons, silently):
+    the node's output must equal the model's own lift of the pixels in the model's space."""
+    from sensor_msgs.msg import CameraInfo
+
+    from kp_pose_msgs.msg import KeypointArray, KeypointInstance
+    from kp_pose_ros.core.camera import CameraModel
+    from kp_pose_ros.paths import model_file
+    from kp_pose_ros.robot.lifting import load_lifter
+    from kp_pose_ros.ros.keypoint_msgs import instance_3d, keypoints_2d
+
+    node, executor = ros_node
+    camera = CameraModel.from_fov(640, 480, 70.0)
+    px = np.array([[320, 400], [322, 330], [330, 260], [360, 210], [380, 230], [395, 250], [400, 262.0]])
+    info = CameraInfo(width=640, height=480, k=camera.K.ravel().tolist(), d=[0.0] * 5, distortion_model='plumb_bob')
+    info.header.frame_id = 'cam'
+    msg = KeypointArray(instances=[KeypointInstance(keypoints_2d=keypoints_2d(PANDA_KEYPOINT_LINKS, px,
+                                                                               np.ones(7)))])
+    msg.header.frame_id = 'cam'
+    out = []
+    node.create_subscription(KeypointArray, '/robot_calib/keypoints_3d', out.append, 10)
+    pub_info = node.create_publisher(CameraInfo, '/camera_info', 10)
+    pub_kp = node.create_publisher(KeypointArray, '/robot_calib/keypoints_2d', 10)
+    spec = NodeSpec(name='robot_lifter', namespace='/robot_calib', executable='robot_lifter',
+                    node_class='kp_pose_ros.nodes.robot_lifter:RobotLifterNode',
+                    parameters={'model': model, 'providers': 'cpu', 'num_candidates': 2},
+                    remappings=[('camera_info', '/camera_info')])
+    with GraphRun([spec], context=node.context) as run:
+        executor.add_node(run.nodes[0])
+        assert run.nodes[0].state == 'active'
+
+        def publish_until_lifted():
+            msg.header.stamp = info.header.stamp = node.get_clock().now().to_msg()
+            pub_info.publish(info)
+            pub_kp.publish(msg)
+            return spin_until(executor, lambda: len(out) > 0, 0.3)
+        assert spin_until(executor, publish_until_lifted, 20.0), 'no 3D keypoints'
+        executor.remove_node(run.nodes[0])
+    points, _ = instance_3d(out[0].instances[0], PANDA_KEYPOINT_LINKS)
+    lifter = load_lifter(model_file(model), providers='cpu', num_candidates=2)
+    expected = lifter.lift(lifter.condition_of(px, camera), np.ones(7, bool)).points
+    # The diffusion lifter samples: its candidates differ from one run to the next, by centimetres, not metres.
+    assert np.linalg.norm(points - expected, axis=1).mean() < (1e-6 if 'regression' in model else 0.1)

@@ -1,10 +1,12 @@
-"""2D robot keypoints -> 3D keypoints in the camera frame by conditional diffusion in NCCS (RoboKeyGen §III-A/B)."""
+"""2D robot keypoints -> 3D keypoints in the camera frame by conditional diffusion in NCCS (RoboKeyGen §III-A/B), or
+by any lifter model the suite trains (the no-NCCS ablation in pixels, the direct regression baseline): the model's
+manifest says which and in what space it takes its 2D keypoints."""
 from __future__ import annotations
 
 import numpy as np
 
 from kp_pose_msgs.msg import KeypointArray, KeypointInstance
-from kp_pose_ros.robot.lifting import DiffusionLifter
+from kp_pose_ros.robot.lifting import DiffusionLifter, load_lifter
 from kp_pose_ros.ros.camera_info import CameraInfoCache
 from kp_pose_ros.ros.keypoint_msgs import instance_2d, keypoints_3d
 from kp_pose_ros.ros.lifecycle_node import PipelineNode
@@ -17,9 +19,10 @@ from kp_pose_ros.ros.stamps import stamp_to_ns
 
 class RobotLifterNode(PipelineNode):
     PARAMS = (
-        Param('model', 'robot_lifter_panda.onnx', 'Diffusion score model: a file in the package models/ or a path.'),
+        Param('model', 'robot_lifter_panda.onnx', 'Lifting model (diffusion score model or direct regressor): a file '
+              'in the package models/ or a path.'),
         *inference_params(default_threads=1),
-        Param('num_candidates', 10, 'K samples averaged per frame (paper: 10).', live=True, min_value=1,
+        Param('num_candidates', 10, 'Diffusion: K samples averaged per frame (paper: 10).', live=True, min_value=1,
               max_value=100),
         Param('steps', 0, 'DDIM steps from noise (0: the model manifest default).', min_value=0, max_value=1000),
         Param('online', True, 'Start from the previous frame\'s estimate (fewer steps, steadier) when it is recent.',
@@ -40,8 +43,8 @@ class RobotLifterNode(PipelineNode):
 
     def configure(self) -> None:
         p = self.p
-        self.lifter = load_model(self, lambda path, **session: DiffusionLifter(
-            path, num_candidates=p.num_candidates, steps=p.steps or None, seed=p.seed, **session),
+        self.lifter = load_model(self, lambda path, **session: load_lifter(
+            path, **session, num_candidates=p.num_candidates, steps=p.steps or None, seed=p.seed),
             p.model, 'lifting model')
         self.pub = self.create_publisher(KeypointArray, 'keypoints_3d', 10)
 
@@ -56,7 +59,7 @@ class RobotLifterNode(PipelineNode):
         self.lifter = None
 
     def on_parameter_change(self, name, value) -> None:
-        if name == 'num_candidates' and self.lifter is not None:
+        if name == 'num_candidates' and isinstance(self.lifter, DiffusionLifter):
             self.lifter.num_candidates = int(value)
 
     def _on_keypoints(self, msg: KeypointArray) -> None:
@@ -82,7 +85,8 @@ class RobotLifterNode(PipelineNode):
             previous = self.previous[1]
         try:
             with self.diagnostics.timed('lift'):
-                result = self.lifter.lift(camera.normalize(np.where(valid[:, None], px, np.nan)), valid, previous)
+                result = self.lifter.lift(self.lifter.condition_of(np.where(valid[:, None], px, np.nan), camera),
+                                          valid, previous)
         except ValueError as exc:
             self.diagnostics.drop('too_few_keypoints')
             self.get_logger().warning(f'cannot lift this frame: {exc}', throttle_duration_sec=2.0)

@@ -254,10 +254,9 @@ class RobotCalibEstimator:
     def _lift(self, px, conf, camera):
         """(points, scores) from the attached lifter, or None when too few keypoints; online from the previous."""
         valid = np.all(np.isfinite(px), axis=1)
-        condition = px if self.lifter.condition_space == 'pixels' else camera.normalize(px)
         previous = self.previous_lifted if self.config.online_lifting else None
         try:
-            result = self.lifter.lift(np.where(valid[:, None], condition, np.nan), valid, previous)
+            result = self.lifter.lift(self.lifter.condition_of(px, camera), valid, previous)
         except ValueError:
             self.previous_lifted = None
             return None

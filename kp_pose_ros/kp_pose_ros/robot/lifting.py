@@ -74,6 +74,12 @@ class _KeypointLifter(OnnxWrapper):
     def num_keypoints(self) -> int:
         return len(self.keypoint_links)
 
+    def condition_of(self, pixels: ArrayLike, camera) -> np.ndarray:
+        """Detected pixels (N, 2) in the space this model was trained on: as they are, or NCCS (camera.normalize).
+        Feeding one model the other's space gives plausible-looking wrong skeletons, so callers always go through
+        this."""
+        return np.asarray(pixels, float) if self.condition_space == 'pixels' else camera.normalize(pixels)
+
     def _condition(self, keypoints_2d: ArrayLike, valid: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """[uv * mask, mask] (3N,) and the mask. NaN or infinite rows count as missing."""
         n = self.num_keypoints
@@ -161,6 +167,16 @@ class RegressionLifter(_KeypointLifter):
         cond, observed = self._condition(keypoints_2d, valid)
         points = self._to_metres(self.model.run({'cond': cond[None]})[0][0])
         return LiftResult(points, np.zeros(self.num_keypoints), observed)
+
+
+def load_lifter(model_path: str | Path, providers: str = 'auto', threads: int = 1, trt_cache_dir: str | Path = '',
+                trt_fp16: bool = False, **diffusion_options) -> _KeypointLifter:
+    """The lifter a model file holds: a diffusion score model (its manifest has an ``sde`` section; takes
+    ``diffusion_options`` such as num_candidates, steps, seed) or a direct regressor."""
+    session = {'providers': providers, 'threads': threads, 'trt_cache_dir': trt_cache_dir, 'trt_fp16': trt_fp16}
+    if 'sde' in load_manifest(Path(model_path)):
+        return DiffusionLifter(model_path, **session, **diffusion_options)
+    return RegressionLifter(model_path, **session)
 
 
 class JointRegressor(OnnxWrapper):
