@@ -283,6 +283,16 @@ def test_graph_argument_validation():
         as_bool('maybe')
 
 
+def test_robot_calib_runs_the_lifter_only_when_joints_may_be_unknown():
+    graph = get_graph('robot_calib')
+    for known in ('auto', 'off'):
+        assert 'robot_lifter' in [s.name for s in graph.nodes({'known_joints': known})]
+    specs = {s.name: s for s in graph.nodes({'known_joints': 'on'})}
+    assert 'robot_lifter' not in specs
+    assert ('keypoints_3d', 'keypoints_2d') in specs['robot_pose_fitting'].remappings
+    assert specs['robot_pose_fitting'].parameters['joints_mode'] == 'known'
+
+
 def test_every_executable_is_a_console_script():
     setup_py = (Path(__file__).resolve().parents[1] / 'setup.py').read_text()
     for name in GRAPH_NAMES:

@@ -100,17 +100,19 @@ def test_throughput_benchmark_end_to_end(tmp_path):
     """A few frames through the real graph, one process per node: the result has every field and estimates came."""
     from kp_pose_ros.bench import throughput as tp
 
-    results = tp.run(frames=12, bag_dir=tmp_path / 'bag', log_dir=tmp_path / 'logs')
-    assert results['images_published'] == 12
+    # 24 frames: a cold machine (fresh CI clone) spends the first few frames loading caches in every process.
+    results = tp.run(frames=24, bag_dir=tmp_path / 'bag', log_dir=tmp_path / 'logs')
+    assert results['images_published'] == 24
     assert results['estimates_received'] >= 1, results
-    assert results['dropped_frames'] == 12 - results['estimates_received']
+    assert results['dropped_frames'] == 24 - results['estimates_received']
     lat = results['latency_ms']
     assert 0.0 < lat['median'] <= lat['p95'] <= lat['max']
     assert results['output_rate_hz'] is not None and results['input_rate_hz'] > 0
-    nodes = ('robot_keypoints', 'robot_lifter', 'robot_pose_fitting', 'calibration_manager')
+    # Known joints (the arm's /joint_states): the graph runs without the lifter.
+    nodes = ('robot_keypoints', 'robot_pose_fitting', 'calibration_manager')
     assert set(nodes) | {'graph_total', 'benchmark_player', 'other_processes'} <= set(results['cpu_percent'])
-    assert all(results['cpu_percent'][n] > 0.0 for n in nodes[:3])
-    assert set(results['providers']) == set(nodes[:3])
+    assert all(results['cpu_percent'][n] > 0.0 for n in nodes[:2])
+    assert set(results['providers']) == set(nodes[:2])
     assert 'detect' in results['nodes']['robot_keypoints']['stages']
     assert results['node_states_at_start'] == {n: 'active' for n in nodes}
     assert results['machine']['cores_usable'] >= 1 and results['bag']['seed'] == tp.BAG_SEED

@@ -7,8 +7,8 @@ as one process per node (as `ros2 launch robot_calib.launch.py camera:=realsense
    depth, both camera_info), /joint_states (the robot's, same stamp as the image), latched /robot_description and
    /tf_static camera_link -> camera_color_frame -> camera_color_optical_frame; header stamps exactly 1/30 s apart
    (to the nanosecond) from BASE_STAMP_NS.
-2. The graph's default configuration for camera:=realsense (known joints from /joint_states when fresh, depth
-   alignment on) is started with graphs/processes.py and the benchmark waits until every node's lifecycle state is
+2. The graph's configuration for camera:=realsense known_joints:=on (joints from /joint_states, so no lifter;
+   depth alignment on) is started with graphs/processes.py and the benchmark waits until every node's lifecycle state is
    active, then plays /robot_description and /tf_static and waits until robot_pose_fitting has built its robot model
    (/diagnostics): start-up is not measured. One change to the defaults: robot_keypoints' max_image_age_s is 0,
    because the bag's stamps are in the past (a live camera stamps now; `ros2 bag play` without --clock has the same
@@ -41,6 +41,8 @@ BASE_STAMP_NS = 1_700_000_000 * 10**9
 CAMERA = 'realsense'           # graph camera preset (topics, frames)
 SIM_PRESET = 'realsense_d435'  # intrinsics of the rendered camera
 NAMESPACE = 'robot_calib'
+# The cell's mode: the arm publishes /joint_states, so the graph runs without the lifter (RGB-D, known joints).
+KNOWN_JOINTS = 'on'
 # Scene as the robot_calib graph's own sim camera draws it (graphs/robot_calib.py): 2 distractors, random background,
 # D435-like depth noise, arm at 0.4 rad/s through random waypoints, one static random camera pose.
 NUM_DISTRACTORS = 2
@@ -339,7 +341,7 @@ def measure(bag: str | Path, *, log_dir: str | Path | None = None, start_timeout
     os.environ.setdefault('ROS_DOMAIN_ID', str(10 + os.getpid() % 90))  # before rclpy.init and the node processes
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     topics = camera_topics()
-    overrides = {'camera': CAMERA, 'namespace': NAMESPACE}
+    overrides = {'camera': CAMERA, 'namespace': NAMESPACE, 'known_joints': KNOWN_JOINTS}
     specs = [replace(s, parameters={**s.parameters, 'max_image_age_s': 0.0}) if s.name == 'robot_keypoints' else s
              for s in get_graph('robot_calib').nodes(overrides)]
     names = {full_name(s): s.name for s in specs}

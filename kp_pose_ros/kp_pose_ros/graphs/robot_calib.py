@@ -1,5 +1,6 @@
 """Graph `robot_calib`: markerless camera-to-robot calibration (RoboKeyGen) on a RealSense, an Azure Kinect or the
-synthetic camera: keypoints -> lifter -> pose fitting -> calibration manager, all under one namespace."""
+synthetic camera: keypoints -> lifter -> pose fitting -> calibration manager, all under one namespace. With
+known_joints:=on the lifter is left out (its 3D keypoints would only be discarded)."""
 from kp_pose_ros.graphs.cameras import CAMERA_PRESETS, camera_preset
 from kp_pose_ros.graphs.sim_camera import GRAPH as SIM_CAMERA_GRAPH
 from kp_pose_ros.graphs.spec import Argument, Graph, NodeSpec, as_bool
@@ -16,11 +17,6 @@ def build(args):
                  node_class='kp_pose_ros.nodes.robot_keypoints:RobotKeypointsNode',
                  parameters={'model': args['keypoints_model'], 'providers': providers},
                  remappings=[('image', camera.color_topic)]),
-        NodeSpec(name='robot_lifter', namespace=ns, executable='robot_lifter',
-                 node_class='kp_pose_ros.nodes.robot_lifter:RobotLifterNode',
-                 parameters={'model': args['lifter_model'], 'providers': providers,
-                             'online': as_bool(args['online'])},
-                 remappings=[('camera_info', camera.camera_info_topic)]),
         NodeSpec(name='robot_pose_fitting', namespace=ns, executable='robot_pose_fitting',
                  node_class='kp_pose_ros.nodes.robot_pose_fitting:RobotPoseFittingNode',
                  parameters={'joints_model': args['joints_model'], 'providers': providers,
@@ -29,12 +25,20 @@ def build(args):
                              'publish_debug_image': as_bool(args['debug_image']),
                              'depth_alignment': as_bool(args['depth_alignment'])},
                  remappings=[('camera_info', camera.camera_info_topic), ('image', camera.color_topic),
-                             ('depth', camera.depth_topic)]),
+                             ('depth', camera.depth_topic)]
+                 # Joints always measured: no lifter; the fit takes the 2D keypoints straight from the detector.
+                 + ([('keypoints_3d', 'keypoints_2d')] if args['known_joints'] == 'on' else [])),
         NodeSpec(name='calibration_manager', namespace=ns, executable='calibration_manager',
                  node_class='kp_pose_ros.nodes.calibration_manager:CalibrationManagerNode',
                  parameters={'root_frame': camera.root_frame, 'calibration_dir': args['calibration_dir'],
                              'calibration_name': args['calibration_name']}),
     ]
+    if args['known_joints'] != 'on':
+        nodes.insert(1, NodeSpec(name='robot_lifter', namespace=ns, executable='robot_lifter',
+                                 node_class='kp_pose_ros.nodes.robot_lifter:RobotLifterNode',
+                                 parameters={'model': args['lifter_model'], 'providers': providers,
+                                             'online': as_bool(args['online'])},
+                                 remappings=[('camera_info', camera.camera_info_topic)]))
     if args['camera'] == 'sim':
         # sim_camera's own defaults for everything this graph does not set.
         nodes += SIM_CAMERA_GRAPH.nodes({'camera_model': args['sim_camera_model'], 'rate_hz': args['sim_rate_hz'],
