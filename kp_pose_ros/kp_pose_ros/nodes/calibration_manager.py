@@ -380,6 +380,10 @@ class CalibrationManagerNode(PipelineNode):
         response.translation_std_m = float(result.translation_std_m)
         response.rotation_std_deg = float(result.rotation_std_deg)
         response.num_inliers = result.num_inliers
+        known = guidance is not None
+        response.translation_uncertainty_m = float(result.translation_uncertainty_m) if known else math.nan
+        response.rotation_uncertainty_deg = float(result.rotation_uncertainty_deg) if known else math.nan
+        response.num_configurations = result.num_configurations if known else 0
         reason = self._too_spread(result) or self._too_uncertain(result, samples)
         if reason:
             response.success, response.message = False, f'not calibrated: {reason}.{advice}'
