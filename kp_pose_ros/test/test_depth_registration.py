@@ -44,9 +44,9 @@ def frames():
     return rendered
 
 
-def lock_on(view, points, normals, camera, hypotheses, coarse=16, refined=2):
-    """What RobotDepthFitter does with hypotheses: a few coarse ICP steps on the best, full ICP on the best of
-    those, the one the depth agrees with most (1 cm) wins."""
+def lock_on(view, points, normals, camera, hypotheses, coarse=12, refined=2):
+    """What RobotDepthFitter does with hypotheses, in the order given: a few coarse ICP steps on the first, full ICP
+    on the best of those, the one the depth agrees with most (1 cm) wins."""
     moved = [align_to_depth([view], [points], [normals], camera, T, schedule=COARSE_SCHEDULE, steps_per_stage=2,
                             min_correspondences=0, min_coverage=0.0) for T in hypotheses[:coarse]]
     moved = np.array([a.T_cam_base for a in moved if a.success]).reshape(-1, 4, 4)
