@@ -207,9 +207,9 @@ def test_fitter_finds_an_arm_cut_by_the_image_border(panda):
     kin, surface = panda
     config = SceneConfig(camera=camera_from_fov(640, 480, 70.21), num_distractors=3, distance_range_m=(0.8, 1.8),
                          depth_noise_std_m=0.002)
-    with SimScene(config, seed=100101) as scene:
+    with SimScene(config, seed=4322) as scene:
         scene.randomize_camera()
-        trajectory = RandomWaypointTrajectory(scene.joint_limits, seed=100101, speed=0.4,
+        trajectory = RandomWaypointTrajectory(scene.joint_limits, seed=4322, speed=0.4,
                                               accept=lambda q: not scene.in_collision(q))
         scene.set_joint_positions(trajectory.at(2.0))
         frame = scene.render()
