@@ -56,6 +56,7 @@ from kp_pose_ros.robot.kinematics import PANDA_BASE_LINK, PANDA_KEYPOINT_LINKS, 
 from kp_pose_ros.robot.urdf import URDFError, parse_urdf
 from kp_pose_ros.ros.images import camera_model_from_info, depth_m_from_msg, rgb8_from_msg
 from kp_pose_ros.ros.joint_states import joint_positions
+from kp_pose_ros.ros.stamps import stamp_to_ns
 from kp_pose_ros.ros.tf import transform_from_msg
 from kp_pose_ros.sim.dataset import ANNOTATIONS_FILE, LAYOUT_VERSION, META_FILE, _listed, _write_yaml
 from kp_pose_ros.sim.writer_cli import progress_printer
@@ -102,7 +103,6 @@ class Recording:
 
 @dataclass(frozen=True)
 class FramePlan:
-    stamp_ns: int
     joints: np.ndarray
     depth_stamp_ns: int | None
 
@@ -118,10 +118,6 @@ class ConversionReport:
     def summary_line(self) -> str:
         return (f'wrote {self.frames} frames to {self.out} (camera {self.optical_frame}); skipped '
                 f'{self.skipped_no_joints} without joint states; {self.without_depth} without depth')
-
-
-def _stamp_ns(msg) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
 # ------------------------------------------------------------------ inputs
@@ -184,11 +180,11 @@ def scan(reader: AnyReader, conns: dict[str, object]) -> Recording:
     for conn, _, raw in reader.messages(connections=list(conns.values())):
         role, msg = role_of[conn.topic], reader.deserialize(raw, conn.msgtype)
         if role in ('color', 'depth'):
-            getattr(rec, role).append((_stamp_ns(msg), msg.header.frame_id))
+            getattr(rec, role).append((stamp_to_ns(msg.header.stamp), msg.header.frame_id))
         elif role == 'camera_info':
             rec.infos.append(msg)
         elif role == 'joint_states':
-            rec.joint_msgs.append((_stamp_ns(msg), msg))
+            rec.joint_msgs.append((stamp_to_ns(msg.header.stamp), msg))
         elif role == 'description':
             rec.description = msg.data
         else:
@@ -274,7 +270,7 @@ def plan_frames(rec: Recording, series: StampedSeries, every: int, joint_offset_
         if joints is None:
             skipped += 1
             continue
-        plans[stamp] = FramePlan(stamp, joints, _nearest(depth_stamps, stamp, depth_tolerance_ns))
+        plans[stamp] = FramePlan(joints, _nearest(depth_stamps, stamp, depth_tolerance_ns))
     return plans, skipped
 
 
@@ -285,6 +281,8 @@ def _nearest(stamps: list[int], stamp: int, tolerance: int) -> int | None:
 
 
 # ------------------------------------------------------------------ output
+_NOT_ALIGNED = "not aligned; record the depth aligned to colour, or pass --depth-topic ''"
+
 @dataclass(frozen=True)
 class _Geometry:
     """What turns joints into annotated keypoints."""
@@ -312,13 +310,18 @@ class _Geometry:
         }
 
 
-def _depth_mm(msg, color_frame: str, camera: CameraModel) -> np.ndarray:
-    """Aligned depth as the layout's uint16 mm; depth in another frame or size is refused (not aligned)."""
-    if msg.header.frame_id != color_frame or (msg.width, msg.height) != (camera.width, camera.height):
-        raise CellRecordingError(
-            f'the depth ({msg.header.frame_id}, {msg.width}x{msg.height}) is not aligned to the colour '
-            f'({color_frame}, {camera.width}x{camera.height}): record the aligned depth topic, '
-            "or pass --depth-topic ''")
+def check_depth_aligned(rec: Recording, optical: str) -> None:
+    """Depth in another frame than the colour is not aligned to it: refused before anything is written."""
+    others = sorted({frame for _, frame in rec.depth} - {optical})
+    if others:
+        raise CellRecordingError(f'the depth is in {others}, the colour in {optical}: {_NOT_ALIGNED}')
+
+
+def _depth_mm(msg, camera: CameraModel) -> np.ndarray:
+    """Aligned depth as the layout's uint16 mm."""
+    if (msg.width, msg.height) != (camera.width, camera.height):
+        raise CellRecordingError(f'the depth is {msg.width}x{msg.height}, the colour {camera.width}x{camera.height}: '
+                                 f'{_NOT_ALIGNED}')
     return metres_to_depth(depth_m_from_msg(msg), '16UC1')
 
 
@@ -372,7 +375,7 @@ class _Writer:
         self.written += 1
 
 
-def write_frames(reader: AnyReader, conns: dict, plans: dict[int, FramePlan], writer: _Writer, color_frame: str,
+def write_frames(reader: AnyReader, conns: dict, plans: dict[int, FramePlan], writer: _Writer,
                  progress: Callable[[int, int], None] | None) -> None:
     """Second pass: decode the planned colour images and the depth they pair with, keeping only what waits."""
     camera, total = writer.geometry.camera, len(plans)
@@ -384,10 +387,10 @@ def write_frames(reader: AnyReader, conns: dict, plans: dict[int, FramePlan], wr
     streams = [conns['color']] + ([depth_conn] if depth_conn is not None else [])
     for conn, _, raw in reader.messages(connections=streams):
         msg = reader.deserialize(raw, conn.msgtype)
-        stamp = _stamp_ns(msg)
+        stamp = stamp_to_ns(msg.header.stamp)
         if depth_conn is not None and conn.topic == depth_conn.topic:
             if wanted[stamp] and stamp not in depths:
-                depths[stamp] = _depth_mm(msg, color_frame, camera)
+                depths[stamp] = _depth_mm(msg, camera)
         elif stamp in plans:
             waiting.append((plans.pop(stamp), _rgb(msg, camera)))
         while waiting and (waiting[0][0].depth_stamp_ns is None or waiting[0][0].depth_stamp_ns in depths):
@@ -420,6 +423,7 @@ def convert(bag: str | os.PathLike, out_dir: str | os.PathLike, calibration: str
         kinematics = robot_model(Path(urdf).read_text(encoding='utf-8') if urdf else rec.description, base_link,
                                  keypoint_links)
         optical = optical_frame(rec)
+        check_depth_aligned(rec, optical)
         geometry = _Geometry(kinematics, camera_of(rec), camera_pose(reference, optical, rec.static))
         series, partial = joint_series(rec, kinematics.joint_names)
         plans, skipped = plan_frames(rec, series, every, round(joint_offset_s * 1e9), round(max_joint_gap_s * 1e9),
@@ -441,7 +445,7 @@ def convert(bag: str | os.PathLike, out_dir: str | os.PathLike, calibration: str
         fd = os.open(out / ANNOTATIONS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             writer = _Writer(out, geometry, camera_index, fd)
-            write_frames(reader, conns, plans, writer, optical, progress)
+            write_frames(reader, conns, plans, writer, progress)
         finally:
             os.close(fd)
     _write_yaml(out / META_FILE, meta(source, geometry, writer.written, complete=True))
