@@ -146,6 +146,43 @@ def test_joint_offset_interpolates_between_joint_states(cell, tmp_path):
     assert np.array_equal(got[-1], measured[-1])
 
 
+def test_without_depth_every_second_frame_gets_an_empty_depth(cell, tmp_path):
+    from kp_pose_ros.bench.throughput import camera_topics
+    from kp_pose_ros.robot.cell_recording import Topics, convert
+    from kp_pose_ros.sim.dataset import load_annotations, load_frame
+
+    bag, reference, _, _ = cell
+    topics = camera_topics()
+    report = convert(bag, tmp_path / 'rgb_only', reference, topics=Topics(topics['color'], '', topics['color_info']),
+                     every=2, camera_index=7)
+    annotations = load_annotations(report.out)
+    assert (report.frames, report.without_depth) == (FRAMES // 2, FRAMES // 2)
+    assert [a['camera_index'] for a in annotations] == [7] * (FRAMES // 2)
+    assert all(np.isnan(load_frame(report.out, a)[1]).all() for a in annotations)  # all zero: no return
+
+
+def test_a_sqlite3_bag_without_message_definitions_converts_the_same(cell, tmp_path):
+    """Humble's sqlite3 bags carry no message definitions: read with the fallback ones, to the same annotations."""
+    import sqlite3
+
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+    from kp_pose_ros.robot.cell_recording import convert
+    from kp_pose_ros.sim.dataset import ANNOTATIONS_FILE
+
+    bag, reference, _, report = cell
+    copy = tmp_path / 'sqlite'
+    with Reader(bag) as reader, Writer(copy, version=8, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        conns = {c.id: writer.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest)
+                 for c in reader.connections}
+        for conn, stamp, raw in reader.messages():
+            writer.write(conns[conn.id], stamp, raw)
+    with sqlite3.connect(next(copy.glob('*.db3'))) as db:
+        db.execute('DELETE FROM message_definitions')
+    out = convert(copy, tmp_path / 'dataset', reference).out
+    assert (out / ANNOTATIONS_FILE).read_text() == (report.out / ANNOTATIONS_FILE).read_text()
+
+
 def test_a_missing_topic_is_named_with_the_bags_topics(cell, tmp_path, capsys):
     from kp_pose_ros.robot.cell_recording import main
 
