@@ -46,12 +46,12 @@ from rosbags.typesys import Stores, get_typestore
 
 from kp_pose_ros.core.atomic_file import append_json_line, atomic_imwrite
 from kp_pose_ros.core.camera import CameraModel, CameraModelError
-from kp_pose_ros.core.image_codec import ImageEncodingError, metres_to_depth
+from kp_pose_ros.core.image_codec import metres_to_depth
 from kp_pose_ros.core.stamped_series import StampedSeries, interpolate_at
 from kp_pose_ros.core.transform_tree import TransformTree
 from kp_pose_ros.core.transforms import invert_transform, transform_points
 from kp_pose_ros.graphs.cameras import camera_preset
-from kp_pose_ros.robot.calibration_store import CalibrationFileError, StoredCalibration, load_calibration
+from kp_pose_ros.robot.calibration_store import StoredCalibration, load_calibration
 from kp_pose_ros.robot.kinematics import PANDA_BASE_LINK, PANDA_KEYPOINT_LINKS, RobotKinematics
 from kp_pose_ros.robot.urdf import URDFError, parse_urdf
 from kp_pose_ros.ros.images import camera_model_from_info, depth_m_from_msg, rgb8_from_msg
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
                          max_joint_gap_s=args.max_joint_gap_s, depth_tolerance_s=args.depth_tolerance_s,
                          every=args.every, camera_index=args.camera_index,
                          progress=lambda done, total: progress_printer(total)(done, total))
-    except (CellRecordingError, CalibrationFileError, FileNotFoundError, FileExistsError, ImageEncodingError) as exc:
+    except (ValueError, OSError) as exc:  # bad input (every refusal above is one of these): say what, no traceback
         print(f'error: {exc}', file=sys.stderr)
         return 1
     print(report.summary_line())
