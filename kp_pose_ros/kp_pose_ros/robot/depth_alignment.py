@@ -94,16 +94,11 @@ def depth_view(depth_m: np.ndarray, camera: CameraModel, stride: int = DEFAULT_S
     depth = np.where(valid, depth, 0.0).astype(np.float32)
     edges = _depth_edges(depth, valid)
     valid &= ~edges
-    # Normals from the median surface, which also spans small holes: the differences need both neighbours, and
-    # with 25 % random holes only half the points had both.
-    surface = _rays(camera) * _valid_median(depth, valid, edges)[..., None]
-    points = np.where(valid[..., None], surface, np.nan)
-    h = _NORMAL_BASELINE_PX
-    du = np.full_like(points, np.nan)
-    dv = np.full_like(points, np.nan)
-    du[:, h:-h] = surface[:, 2 * h:] - surface[:, :-2 * h]
-    dv[h:-h] = surface[2 * h:] - surface[:-2 * h]
-    normals = np.cross(du[::stride, ::stride], dv[::stride, ::stride]).reshape(-1, 3)
+    # Normals from the median surface, which also spans small holes (differences need both neighbours: with 25 %
+    # random holes only half the points had both); the points themselves only where the depth is valid.
+    points = _rays(camera) * _valid_median(depth, valid, edges)[..., None]
+    normals = _grid_normals(points, stride).reshape(-1, 3)
+    np.copyto(points, np.nan, where=~valid[..., None])
     cloud = points[::stride, ::stride].reshape(-1, 3)
     length = np.linalg.norm(normals, axis=1)
     ok = np.isfinite(length) & (length > 0) & np.all(np.isfinite(cloud), axis=1)
@@ -111,6 +106,31 @@ def depth_view(depth_m: np.ndarray, camera: CameraModel, stride: int = DEFAULT_S
     normals *= -np.sign(np.sum(normals * cloud, axis=1))[:, None]
     points.flags.writeable = False
     return DepthView(points, cloud, normals, cKDTree(cloud))
+
+
+def _grid_normals(surface: np.ndarray, stride: int) -> np.ndarray:
+    """Unnormalised normals of every ``stride``-th pixel: the cross product of the surface's differences between
+    the pixels _NORMAL_BASELINE_PX to either side (NaN at the border), computed on those pixels only."""
+    h = _NORMAL_BASELINE_PX
+    grid = surface[::stride, ::stride]
+    du = np.full_like(grid, np.nan)
+    dv = np.full_like(grid, np.nan)
+    cols = _inner(surface.shape[1], stride)
+    rows = _inner(surface.shape[0], stride)
+    du[:, cols] = surface[::stride, _pixels(cols, stride, h)] - surface[::stride, _pixels(cols, stride, -h)]
+    dv[rows] = surface[_pixels(rows, stride, h), ::stride] - surface[_pixels(rows, stride, -h), ::stride]
+    return np.cross(du, dv)
+
+
+def _inner(size: int, stride: int) -> slice:
+    """Grid indices j whose pixel j * stride has both neighbours _NORMAL_BASELINE_PX away inside the image."""
+    h = _NORMAL_BASELINE_PX
+    return slice(-(-h // stride), -(-(size - h) // stride))
+
+
+def _pixels(grid: slice, stride: int, shift: int) -> slice:
+    """The pixels of a slice of grid indices, shifted by ``shift``."""
+    return slice(grid.start * stride + shift, (grid.stop - 1) * stride + shift + 1, stride)
 
 
 def _depth_edges(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -140,7 +160,7 @@ def _valid_median(depth: np.ndarray, valid: np.ndarray, edges: np.ndarray) -> np
     huge = np.float32(1e6)
     low = cv2.medianBlur(np.where(valid, depth, np.float32(0.0)), 5)
     high = cv2.medianBlur(np.where(valid, depth, huge), 5)
-    smoothed = 0.5 * (low.astype(np.float64) + high)
+    smoothed = (low + high) * np.float32(0.5)
     smoothed[edges | (low <= 0) | (high >= huge)] = np.nan
     return smoothed
 
