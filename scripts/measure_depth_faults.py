@@ -52,11 +52,15 @@ def render_scene(sensor: str, seed: int, frames: int, cache: str) -> dict:
     return data
 
 
-def evaluate(data: dict, fitter: RobotDepthFitter, camera, depth_scale: float | None = None) -> dict:
-    """Per-frame errors and scales, fit times and the aggregate's error against the true camera pose."""
+def evaluate(data: dict, fitter: RobotDepthFitter, camera, depth_scale: float | None = None,
+             holes: float = 0.0) -> dict:
+    """Per-frame errors and scales, fit times and the aggregate's error against the true camera pose; ``holes``:
+    that fraction of the pixels is dropped at random on top of the sensor's own holes."""
     T_true = data['T_base_cam']
+    rng = np.random.default_rng(0)
     t_err, r_err, scales, times, samples = [], [], [], [], []
     for i, (depth, q, px) in enumerate(zip(data['depth'], data['joints'], data['pixels'])):
+        depth = np.where(rng.random(depth.shape) < holes, np.nan, depth)
         started = time.perf_counter()
         pnp = fit_known_joints(q, px, camera, fitter.kinematics)
         aligned = fitter.fit(depth, camera, q, px, candidates=(pnp.T_cam_base if pnp.success else None,),
@@ -84,6 +88,7 @@ def main() -> None:
     parser.add_argument('--seeds', nargs='+', type=int, default=[5000, 5001, 5002])
     parser.add_argument('--frames', type=int, default=30)
     parser.add_argument('--cache', default='/tmp/measure_depth_faults')
+    parser.add_argument('--holes', type=float, default=0.0, help='extra random holes, fraction of the pixels')
     args = parser.parse_args()
     if any(seed >= 100000 for seed in args.seeds):
         parser.error('seeds >= 100000 are benchmark seeds')
@@ -100,9 +105,9 @@ def main() -> None:
                 kin = RobotKinematics(parse_urdf(urdf), 'panda_link0', PANDA_KEYPOINT_LINKS)
                 surface = sample_robot_surface(urdf, kin.link_names, None, num_points=3000)
                 fitter = RobotDepthFitter(surface, kin)
-            r = evaluate(data, fitter, camera)
+            r = evaluate(data, fitter, camera, holes=args.holes)
             # A static camera's caller passes the consensus of the earlier frames' scales as known.
-            known = evaluate(data, fitter, camera, float(np.median(r['scale'])))
+            known = evaluate(data, fitter, camera, float(np.median(r['scale'])), args.holes)
             print(f'{sensor} seed {seed}: true scale {float(data["scale"]):.4f}, offset '
                   f'{float(data["offset"]) * 1e3:+.1f} mm, misregistration {float(data["misregistration_deg"]):.2f} deg'
                   f'\n  frames: t median {np.median(r["t"]) * 1e3:.1f} p90 {np.percentile(r["t"], 90) * 1e3:.1f} mm, '
