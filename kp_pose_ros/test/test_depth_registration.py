@@ -1,5 +1,5 @@
-"""Depth registration without keypoints: the robot found at its measured joints in rendered RealSense-like depth,
-then refined by the existing ICP, with no keypoint used anywhere."""
+"""Depth registration without keypoints: the robot found at its measured joints in rendered RealSense-like depth by
+RobotDepthFitter with no keypoint at all (registration hypotheses, then its ICP)."""
 import os
 
 import numpy as np
@@ -8,7 +8,8 @@ import pytest
 
 from kp_pose_ros.core.camera import CameraModel
 from kp_pose_ros.core.transforms import invert_transform, rotation_error_deg
-from kp_pose_ros.robot.depth_alignment import COARSE_SCHEDULE, align_to_depth, depth_agreement, depth_view
+from kp_pose_ros.robot.depth_alignment import depth_view
+from kp_pose_ros.robot.depth_fit import RobotDepthFitter
 from kp_pose_ros.robot.depth_registration import registration_hypotheses
 from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
 from kp_pose_ros.robot.surface import sample_robot_surface
@@ -44,20 +45,6 @@ def frames():
     return rendered
 
 
-def lock_on(view, points, normals, camera, hypotheses, coarse=12, refined=2):
-    """What RobotDepthFitter does with hypotheses, in the order given: a few coarse ICP steps on the first, full ICP
-    on the best of those, the one the depth agrees with most (1 cm) wins."""
-    moved = [align_to_depth([view], [points], [normals], camera, T, schedule=COARSE_SCHEDULE, steps_per_stage=2,
-                            min_correspondences=0, min_coverage=0.0) for T in hypotheses[:coarse]]
-    moved = np.array([a.T_cam_base for a in moved if a.success]).reshape(-1, 4, 4)
-    votes = depth_agreement(view, points, normals, camera, moved, 0.02)
-    aligned = [align_to_depth([view], [points], [normals], camera, moved[i])
-               for i in np.argsort(-votes, kind='stable')[:refined]]
-    aligned = [a.T_cam_base for a in aligned if a.success]
-    assert aligned, 'no hypothesis survived ICP'
-    return aligned[int(np.argmax(depth_agreement(view, points, normals, camera, np.array(aligned), 0.01)))]
-
-
 @pytest.mark.parametrize('which', range(len(FRAMES)))
 def test_depth_alone_finds_the_camera(panda, frames, which):
     kin, surface = panda
@@ -66,7 +53,11 @@ def test_depth_alone_finds_the_camera(panda, frames, which):
     points, normals = surface.in_base(kin.link_poses(frame.joint_positions))
     hypotheses = registration_hypotheses(view, points, normals, frame.camera)
     assert hypotheses.shape[1:] == (4, 4) and 0 < len(hypotheses) <= 200
-    T = lock_on(view, points, normals, frame.camera, hypotheses)
+    # What runs: the fitter with the keypoint detector off (no pixel, no candidate) falls back on the registration.
+    no_keypoints = np.full((len(PANDA_KEYPOINT_LINKS), 2), np.nan)
+    aligned = RobotDepthFitter(surface, kin).fit(frame.depth_m, frame.camera, frame.joint_positions, no_keypoints)
+    assert aligned.success, aligned.message
+    T = aligned.T_cam_base
     T_true = invert_transform(frame.T_base_cam)
     t_err = np.linalg.norm(invert_transform(T)[:3, 3] - frame.T_base_cam[:3, 3])
     r_err = rotation_error_deg(T[:3, :3], T_true[:3, :3])

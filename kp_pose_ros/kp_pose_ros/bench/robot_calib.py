@@ -163,6 +163,8 @@ ROWS = (
         config=KNOWN + (('static_camera_frames', 0),)),
     Row('known joints: RGB-D, real depth sensor, joints out of step', joints='out_of_step', depth='real',
         config=KNOWN + (('static_camera_frames', 0),)),
+    Row('known joints: depth only (keypoint detector off), real depth sensor, joints out of step', pixels='none',
+        joints='out_of_step', depth='real', config=KNOWN + (('static_camera_frames', 0),)),
 )
 
 

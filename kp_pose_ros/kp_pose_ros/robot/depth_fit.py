@@ -4,7 +4,9 @@ the robot surface aligned with the depth (robot/depth_alignment.py).
 Hypotheses come from the caller (PnP on the 2D keypoints, the previous frame's pose) and from every 3-keypoint
 subset of the keypoints lifted by the measured depth. The depth vote picks among them, which survives what defeats
 PnP alone: an arm cut by the image border, where the detector places its missing keypoints confidently on the wrong
-link. Only then does ICP refine, from the few best.
+link. Only then does ICP refine, from the few best. When nothing the keypoints propose aligns well (detector off,
+keypoints all wrong), the robot's surface is registered into the depth alone (robot/depth_registration.py) and its
+hypotheses go through the same coarse steps, vote and refinement.
 
 A depth scale error (a stereo camera's depth is 1-2 % off) is estimated with the pose in the final refinement only:
 the vote and the coarse steps take the scaled robot as a slightly nearer or farther one, which the refinement then
@@ -29,6 +31,7 @@ from kp_pose_ros.robot.depth_alignment import (
     keypoints_from_depth,
     scaled_pose,
 )
+from kp_pose_ros.robot.depth_registration import registration_hypotheses
 from kp_pose_ros.robot.kinematics import RobotKinematics
 from kp_pose_ros.robot.surface import RobotSurface
 
@@ -45,6 +48,8 @@ class DepthFitConfig:
     min_coverage: float = 0.3
     min_correspondences: int = 100
     estimate_scale: bool = True     # estimate the depth scale error with the pose (fit's depth_scale=None)
+    # No keypoint hypothesis aligned well: search the depth alone (robot/depth_registration.py, ~0.2 s).
+    register_without_keypoints: bool = True
 
 
 class RobotDepthFitter:
@@ -108,16 +113,30 @@ class RobotDepthFitter:
             # floor; a few coarse ICP steps bring the right one onto the arm, where the see-through count then
             # separates it from the floor-lying ones.
             votes = depth_agreement(view, points, normals, camera, poses, cfg.vote_tolerance_m, see_through_weight=0)
-            shortlist = [poses[i] for i in np.argsort(-votes, kind='stable')[:cfg.coarse_hypotheses] if votes[i] > 0]
-            coarse = [align_to_depth([view], [points], [normals], camera, T, schedule=COARSE_SCHEDULE,
-                                     steps_per_stage=2, min_correspondences=0, min_coverage=0.0) for T in shortlist]
-            coarse = np.array([a.T_cam_base for a in coarse if a.success]).reshape(-1, 4, 4)
-            votes = depth_agreement(view, points, normals, camera, coarse, cfg.vote_tolerance_m)
-            for index in np.argsort(-votes, kind='stable')[:cfg.refined_hypotheses]:
-                refine(coarse[index])
+            self._refine_best(view, points, normals, camera, [
+                poses[i] for i in np.argsort(-votes, kind='stable')[:cfg.coarse_hypotheses] if votes[i] > 0], refine)
+        registered = 0
+        if cfg.register_without_keypoints and not any(a.coverage >= cfg.accept_coverage for a in refined):
+            # The keypoints gave nothing the depth confirms (detector off, arm cut by the border, keypoints wrong):
+            # the surface registered into the depth alone. Its own ranking is kept (re-voting loses the right one).
+            found = registration_hypotheses(view, points, normals, camera, cfg.max_hypotheses)
+            registered = len(found)
+            self._refine_best(view, points, normals, camera, list(found[:cfg.coarse_hypotheses]), refine)
         if not refined:
-            return DepthAlignment(False, f'none of {len(poses)} keypoint hypotheses and {len(candidates)} '
-                                         'candidates aligned with the depth')
+            return DepthAlignment(False, f'none of {len(poses)} keypoint hypotheses, {registered} depth '
+                                         f'registration hypotheses and {len(candidates)} candidates aligned with '
+                                         'the depth')
         measured = np.array([scaled_pose(a.T_cam_base, a.depth_scale) for a in refined])
         final = depth_agreement(view, points, normals, camera, measured, 0.01)
         return refined[int(np.argmax(final))]
+
+    def _refine_best(self, view, points, normals, camera, shortlist, refine) -> None:
+        """A few coarse ICP steps on each shortlisted pose, a see-through-penalised vote, full ICP (``refine``) on
+        the best ``refined_hypotheses``."""
+        cfg = self.config
+        coarse = [align_to_depth([view], [points], [normals], camera, T, schedule=COARSE_SCHEDULE,
+                                 steps_per_stage=2, min_correspondences=0, min_coverage=0.0) for T in shortlist]
+        coarse = np.array([a.T_cam_base for a in coarse if a.success]).reshape(-1, 4, 4)
+        votes = depth_agreement(view, points, normals, camera, coarse, cfg.vote_tolerance_m)
+        for index in np.argsort(-votes, kind='stable')[:cfg.refined_hypotheses]:
+            refine(coarse[index])
