@@ -31,6 +31,8 @@ REAL_DEPTH_SENSORS = {'SimXBox360Kinect': 'kinect_xbox360', 'SimRealSense': 'rea
                       'SimAzureKinect': 'azure_kinect'}
 # Joint states out of step with the image by up to this much (uniform), as the issue's target allows.
 JOINT_STEP_S = 0.02
+# The target rows' depth scale error: +2 % on even sequences, -2 % on odd ones.
+TARGET_SCALE_ERROR = 0.02
 # RoboKeyGen Table II (Ours, online): AUC@0.1m, median ADD (m), mean ADD (m).
 PAPER_TABLE_II = {'SimXBox360Kinect': (77.47, 0.017, 0.025), 'SimRealSense': (76.53, 0.018, 0.026),
                   'SimAzureKinect': (69.01, 0.022, 0.040)}
@@ -50,6 +52,7 @@ class Frame:
     T_base_cam: np.ndarray
     depth_m: np.ndarray            # Gaussian noise as DEPTH_NOISE_STD_M
     real_depth_m: np.ndarray       # the FOV's depth sensor model (one unit per sequence)
+    target_depth_m: np.ndarray     # that model at the issue's target faults: scale +-2 %, no misregistration
     joints_out_of_step: np.ndarray  # the joints JOINT_STEP_S away from the image's instant
     detected: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -70,7 +73,8 @@ def render_sets() -> dict[str, list[list[Frame]]]:
             seed = SEED_BASE + 100 * index + s
             rng = np.random.default_rng(seed)
             sensor = depth_model_from_name(REAL_DEPTH_SENSORS[name], unit_rng=rng)
-            units[f'{name}/{s}'] = repr(sensor)
+            target = _target_unit(sensor, TARGET_SCALE_ERROR if s % 2 == 0 else -TARGET_SCALE_ERROR)
+            units[f'{name}/{s}'] = {'real': repr(sensor), 'target': repr(target)}
             noisy = gaussian(DEPTH_NOISE_STD_M)
             config = SceneConfig(camera=camera_from_fov(640, 480, fov), num_distractors=3,
                                  distance_range_m=(0.8, 1.8))
@@ -87,10 +91,24 @@ def render_sets() -> dict[str, list[list[Frame]]]:
                                         f.joint_positions, f.T_base_cam,
                                         noisy.apply(f.depth_m, f.camera, rng).depth_m,
                                         sensor.apply(f.depth_m, f.camera, rng, rgb=f.rgb).depth_m,
+                                        target.apply(f.depth_m, f.camera, rng, rgb=f.rgb).depth_m,
                                         traj.at(max(0.0, i / 10.0 + step))))
             sequences.append(frames)
         sets[name] = sequences
     return sets, units
+
+
+def _target_unit(sensor, scale_error: float):
+    """The unit at the target's conditions: depth scale off by ``scale_error``, no depth offset, depth registered
+    to colour exactly (misregistration is not among the target's faults; the real-sensor rows keep it)."""
+    from dataclasses import replace
+
+    from kp_pose_ros.sim.depth_sensors import Misregistration
+
+    changes = {'scale_bias': scale_error, 'misregistration': Misregistration()}
+    if hasattr(sensor, 'offset_m'):
+        changes['offset_m'] = 0.0
+    return replace(sensor, **changes)
 
 
 class Models:
@@ -133,7 +151,8 @@ class Models:
 class Row:
     """A benchmark row: what the estimator is fed and how it is configured (EstimatorConfig fields in ``config``).
     ``pixels``: 'predicted' (the keypoint model), 'gt_noise' (ground truth + 2 px noise, 5 % dropped) or 'none'
-    (detector off); ``depth``: None, 'gaussian' or 'real' (the FOV's sensor model); ``joints``: None (unknown),
+    (detector off); ``depth``: None, 'gaussian', 'real' (the FOV's sensor model) or 'target' (that model at the
+    target's faults); ``joints``: None (unknown),
     'exact' or 'out_of_step' (JOINT_STEP_S off)."""
 
     name: str
@@ -161,9 +180,11 @@ ROWS = (
         config=KNOWN + (('static_camera_frames', 0), ('track_previous_pose', False))),
     Row('known joints: RGB-D, surface aligned with depth, online', joints='exact', depth='gaussian',
         config=KNOWN + (('static_camera_frames', 0),)),
-    Row('known joints: RGB-D, real depth sensor, joints out of step', joints='out_of_step', depth='real',
-        config=KNOWN + (('static_camera_frames', 0),)),
-    Row('known joints: depth only (keypoint detector off), real depth sensor, joints out of step', pixels='none',
+    Row('known joints: RGB-D, target faults (depth scale +-2 %, holes, flying pixels), joints out of step',
+        joints='out_of_step', depth='target', config=KNOWN + (('static_camera_frames', 0),)),
+    Row('known joints: depth only (keypoint detector off), target faults, joints out of step', pixels='none',
+        joints='out_of_step', depth='target', config=KNOWN + (('static_camera_frames', 0),)),
+    Row('known joints: RGB-D, full sensor model (+ misregistration, ToF offset), joints out of step',
         joints='out_of_step', depth='real', config=KNOWN + (('static_camera_frames', 0),)),
 )
 
@@ -179,7 +200,7 @@ def _observation(frame: Frame, row: Row, rng: np.random.Generator):
     else:
         px, conf = np.full_like(frame.keypoints_px, np.nan), np.zeros(len(frame.keypoints_px))
     joints = {'exact': frame.joints, 'out_of_step': frame.joints_out_of_step}.get(row.joints)
-    depth = {'gaussian': frame.depth_m, 'real': frame.real_depth_m}.get(row.depth)
+    depth = {'gaussian': frame.depth_m, 'real': frame.real_depth_m, 'target': frame.target_depth_m}.get(row.depth)
     return Observation(frame.camera, px, conf, joints=joints, depth_m=depth)
 
 
