@@ -7,7 +7,7 @@ import pytest
 from test_depth_alignment import PANDA_URDF, pose_error
 
 from kp_pose_ros.core.camera import CameraModel
-from kp_pose_ros.robot.depth_alignment import depth_view
+from kp_pose_ros.robot.depth_alignment import depth_view, projected_bounds
 from kp_pose_ros.robot.depth_fit import DepthFitConfig, RobotDepthFitter
 from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
 from kp_pose_ros.robot.surface import sample_robot_surface
@@ -92,3 +92,27 @@ def test_fit_survives_a_quarter_of_the_depth_missing(fitters, frame):
     t_err, r_err = pose_error(holed.T_cam_base, frame)
     assert t_err < 0.007 and r_err < 0.5, (t_err, r_err)
     assert holed.depth_scale == pytest.approx(1.0, abs=0.006)
+
+
+def test_region_of_interest_view_is_the_full_view_there():
+    """A view limited to a region (tracking) holds exactly the full view's points and normals inside it, none
+    outside, so ICP against it matches what it would against the full image where the robot is."""
+    camera = CameraModel.from_fov(640, 480, 70.0)
+    rng = np.random.default_rng(3)
+    depth = 1.5 + 0.05 * np.sin(np.arange(640) / 40.0)[None, :] + rng.normal(0, 0.002, (480, 640))
+    depth[200:260, 300:380] = 1.0  # a box in front: depth edges inside the region
+    full, roi = depth_view(depth, camera), (251, 151, 451, 331)
+    part = depth_view(depth, camera, roi=roi)
+    inside = np.zeros((480, 640), bool)
+    inside[150:331, 250:451] = True  # the start snapped onto the stride-2 grid
+    np.testing.assert_array_equal(np.isnan(part.points[~inside]), True)
+    margin = np.zeros_like(inside)
+    margin[160:321, 260:441] = True  # away from the region's border, where filters see the same neighbourhood
+    np.testing.assert_allclose(part.points[margin], full.points[margin], equal_nan=True)
+    in_full = {tuple(p) for p in np.round(full.cloud, 9)}
+    assert all(tuple(p) in in_full for p in np.round(part.cloud[np.all(np.isfinite(part.cloud), axis=1)], 9)[::50])
+    # Bounds of projected points, grown and clipped; none in front of the camera: the whole image.
+    points = np.array([[0.0, 0.0, 1.0], [0.1, 0.05, 1.0], [5.0, 0.0, 1.0]])
+    u0, v0, u1, v1 = projected_bounds(points, camera, 10)
+    assert u1 == 640 and v0 < camera.cy < v1 and u0 <= camera.cx - 10
+    assert projected_bounds(-points, camera, 10) == (0, 0, 640, 480)

@@ -37,6 +37,8 @@ from kp_pose_ros.core.camera import CameraModel
 DEFAULT_SCHEDULE = (0.08, 0.04, 0.02, 0.01)
 # Enough to pull a rough hypothesis onto the arm before hypotheses are compared.
 COARSE_SCHEDULE = (0.08, 0.04)
+# From a candidate already within a centimetre or two (the previous frame's pose of a static camera, a good PnP).
+TRACK_SCHEDULE = (0.04, 0.02, 0.01)
 STEPS_PER_STAGE = 4
 # Prior std of the depth scale error s: a D435's datasheet bound (2 %), wide enough to leave any real unit free.
 SCALE_PRIOR_STD = 0.02
@@ -75,20 +77,27 @@ class DepthAlignment:
     depth_scale: float = 1.0
 
 
-def depth_view(depth_m: np.ndarray, camera: CameraModel, stride: int = DEFAULT_STRIDE) -> DepthView:
+def depth_view(depth_m: np.ndarray, camera: CameraModel, stride: int = DEFAULT_STRIDE,
+               roi: tuple[int, int, int, int] | None = None) -> DepthView:
     """Back-project a depth image (metres along the optical axis, aligned to ``camera``) and estimate normals.
+
+    ``roi`` (u0, v0, u1, v1; pixel bounds, end exclusive) limits the view to where the robot can be: the rest of
+    the image counts as holes. Filtering and the k-d tree are most of a frame's time, and a robot often covers a
+    fifth of the image.
 
     Non-finite or non-positive depth is treated as missing, and so are depth edges (_depth_edges). A stereo
     camera's per-pixel noise at 1.5 m (~5 mm) is as large as the spacing of neighbouring points, so the depth is
     median-filtered (5x5 over the valid pixels, keeps the edges) and normals are taken over a 4-pixel baseline; they
     face the camera.
     """
-    depth = np.asarray(depth_m, dtype=np.float64)
+    depth = np.asarray(depth_m)
     if depth.shape != (camera.height, camera.width):
         raise ValueError(f'depth image is {depth.shape[1]}x{depth.shape[0]} but the camera model is '
                          f'{camera.width}x{camera.height}: depth must be aligned to this camera')
     if int(stride) != stride or stride < 1:
         raise ValueError(f'stride must be a positive integer, got {stride}')
+    u0, v0, u1, v1 = _roi_bounds(roi, camera, stride)
+    depth = depth[v0:v1, u0:u1].astype(np.float64)
     with np.errstate(invalid='ignore'):
         valid = np.isfinite(depth) & (depth > 0)
     depth = np.where(valid, depth, 0.0).astype(np.float32)
@@ -96,16 +105,48 @@ def depth_view(depth_m: np.ndarray, camera: CameraModel, stride: int = DEFAULT_S
     valid &= ~edges
     # Normals from the median surface, which also spans small holes (differences need both neighbours: with 25 %
     # random holes only half the points had both); the points themselves only where the depth is valid.
-    points = _rays(camera) * _valid_median(depth, valid, edges)[..., None]
-    normals = _grid_normals(points, stride).reshape(-1, 3)
-    np.copyto(points, np.nan, where=~valid[..., None])
-    cloud = points[::stride, ::stride].reshape(-1, 3)
+    crop = _rays(camera)[v0:v1, u0:u1] * _valid_median(depth, valid, edges)[..., None]
+    normals = _grid_normals(crop, stride).reshape(-1, 3)
+    np.copyto(crop, np.nan, where=~valid[..., None])
+    cloud = crop[::stride, ::stride].reshape(-1, 3)
+    if (u0, v0, u1, v1) == (0, 0, camera.width, camera.height):
+        points = crop
+    else:
+        points = np.full((camera.height, camera.width, 3), np.nan)
+        points[v0:v1, u0:u1] = crop
     length = np.linalg.norm(normals, axis=1)
     ok = np.isfinite(length) & (length > 0) & np.all(np.isfinite(cloud), axis=1)
     cloud, normals = cloud[ok], normals[ok] / length[ok, None]
     normals *= -np.sign(np.sum(normals * cloud, axis=1))[:, None]
     points.flags.writeable = False
     return DepthView(points, cloud, normals, cKDTree(cloud))
+
+
+def _roi_bounds(roi, camera: CameraModel, stride: int) -> tuple[int, int, int, int]:
+    """The region clipped to the image, its start on the stride grid (so the cloud samples the same pixels as a
+    full view would)."""
+    if roi is None:
+        return 0, 0, camera.width, camera.height
+    u0, v0, u1, v1 = (int(round(b)) for b in roi)
+    u0, v0 = max(0, u0) // stride * stride, max(0, v0) // stride * stride
+    u1, v1 = min(camera.width, u1), min(camera.height, v1)
+    if u1 <= u0 or v1 <= v0:
+        raise ValueError(f'region of interest {roi} lies outside the {camera.width}x{camera.height} image')
+    return u0, v0, u1, v1
+
+
+def projected_bounds(points_cam: np.ndarray, camera: CameraModel, margin_px: float) -> tuple[int, int, int, int]:
+    """Pixel bounds (u0, v0, u1, v1) of camera-frame points in front of the camera, grown by ``margin_px`` and
+    clipped to the image; the whole image when none lands in it."""
+    px = camera.project(points_cam[points_cam[:, 2] > 0.05])
+    px = px[np.all(np.isfinite(px), axis=1)]
+    if len(px) == 0:
+        return 0, 0, camera.width, camera.height
+    low = np.maximum(np.floor(px.min(axis=0) - margin_px), 0).astype(int)
+    high = np.minimum(np.ceil(px.max(axis=0) + margin_px + 1), [camera.width, camera.height]).astype(int)
+    if np.any(high <= low):
+        return 0, 0, camera.width, camera.height
+    return int(low[0]), int(low[1]), int(high[0]), int(high[1])
 
 
 def _grid_normals(surface: np.ndarray, stride: int) -> np.ndarray:

@@ -15,6 +15,7 @@ corrects. A caller that knows the scale (e.g. the consensus of a static camera's
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Sequence
 
 import numpy as np
@@ -23,12 +24,14 @@ from kp_pose_ros.core.camera import CameraModel
 from kp_pose_ros.core.rigid_fit import p3p_hypotheses, rigid_hypotheses
 from kp_pose_ros.robot.depth_alignment import (
     COARSE_SCHEDULE,
+    DEFAULT_SCHEDULE,
+    TRACK_SCHEDULE,
     DepthAlignment,
-    DepthView,
     align_to_depth,
     depth_agreement,
     depth_view,
     keypoints_from_depth,
+    projected_bounds,
     scaled_pose,
 )
 from kp_pose_ros.robot.depth_registration import registration_hypotheses
@@ -50,6 +53,8 @@ class DepthFitConfig:
     estimate_scale: bool = True     # estimate the depth scale error with the pose (fit's depth_scale=None)
     # No keypoint hypothesis aligned well: search the depth alone (robot/depth_registration.py, ~0.2 s).
     register_without_keypoints: bool = True
+    # Candidates are refined in the image region where the first one puts the robot, grown by this much.
+    roi_margin_px: float = 40.0
 
 
 class RobotDepthFitter:
@@ -75,35 +80,41 @@ class RobotDepthFitter:
         ``depth_scale``: None estimates the depth scale error with the pose (when config.estimate_scale); a number is
         the known measured/true depth ratio, divided out of the depth. The result's T_cam_base is metric either way.
         """
-        if depth_scale is None:
-            return self._search(depth_view(depth_m, camera), camera, joints, pixels, candidates,
-                                self.config.estimate_scale)
-        if not (np.isfinite(depth_scale) and depth_scale > 0):
-            raise ValueError(f'depth_scale must be a finite number > 0, got {depth_scale}')
-        metric = depth_view(np.asarray(depth_m, dtype=np.float64) / depth_scale, camera)
-        aligned = self._search(metric, camera, joints, pixels, candidates, estimate_scale=False)
-        return replace(aligned, depth_scale=float(depth_scale))
+        estimate_scale = self.config.estimate_scale
+        if depth_scale is not None:
+            if not (np.isfinite(depth_scale) and depth_scale > 0):
+                raise ValueError(f'depth_scale must be a finite number > 0, got {depth_scale}')
+            depth_m, estimate_scale = np.asarray(depth_m, dtype=np.float64) / depth_scale, False
+        aligned = self._search(depth_m, camera, joints, pixels, candidates, estimate_scale)
+        return aligned if depth_scale is None else replace(aligned, depth_scale=float(depth_scale))
 
-    def _search(self, view: DepthView, camera: CameraModel, joints: np.ndarray, pixels: np.ndarray,
+    def _search(self, depth_m: np.ndarray, camera: CameraModel, joints: np.ndarray, pixels: np.ndarray,
                 candidates: Sequence[np.ndarray | None], estimate_scale: bool) -> DepthAlignment:
-        """fit on one depth view, the depth scale estimated in the refinement or taken as 1."""
+        """fit on one depth image, the depth scale estimated in the refinement or taken as 1."""
         cfg = self.config
         points, normals = self.surface.in_base(self.kinematics.link_poses(joints))
         refined = []
 
-        def refine(T):
-            aligned = align_to_depth([view], [points], [normals], camera, T,
+        def refine(T, view, schedule=DEFAULT_SCHEDULE):
+            aligned = align_to_depth([view], [points], [normals], camera, T, schedule=schedule,
                                      min_correspondences=cfg.min_correspondences, min_coverage=cfg.min_coverage,
                                      estimate_scale=estimate_scale)
             if aligned.success:
                 refined.append(aligned)
             return aligned
 
-        for candidate in candidates:
-            if candidate is not None and np.all(np.isfinite(candidate)):
-                aligned = refine(np.asarray(candidate, float))
+        candidates = [np.asarray(c, float) for c in candidates if c is not None and np.all(np.isfinite(c))]
+        if candidates:
+            # Tracking: only the image region around the robot where the first candidate puts it, and ICP from
+            # close by. The whole image is read only when no candidate is confirmed.
+            near = points @ candidates[0][:3, :3].T + candidates[0][:3, 3]
+            view = depth_view(depth_m, camera, roi=projected_bounds(near, camera, cfg.roi_margin_px))
+            for candidate in candidates:
+                aligned = refine(candidate, view, TRACK_SCHEDULE)
                 if aligned.success and aligned.coverage >= cfg.accept_coverage:
                     return aligned
+        view = depth_view(depth_m, camera)
+        refine = partial(refine, view=view)
         keypoints = self.kinematics.keypoints(joints)
         poses = np.concatenate([
             rigid_hypotheses(keypoints, keypoints_from_depth(view, pixels), cfg.max_hypotheses),
