@@ -280,6 +280,9 @@ class RobotPoseFittingNode(PipelineNode):
             camera, px, score2d, joints=measured, depth_m=depth,
             lifted=pts if lifted.any() else None, lifted_scores=score3d if lifted.any() else None))
         self.diagnostics.latency('fit', (time.perf_counter() - started) * 1e3)
+        for stage, ms in result.stage_ms.items():
+            if stage != 'total':
+                self.diagnostics.latency(stage, ms)
         if 'window_reset' in result.events:
             self.get_logger().warning('the keypoints disagree with the static-camera window\'s pose over '
                                       f'{self.p.camera_moved_frames} frames: the camera moved; window restarted')

@@ -39,6 +39,7 @@ DEFAULT_SCHEDULE = (0.08, 0.04, 0.02, 0.01)
 COARSE_SCHEDULE = (0.08, 0.04)
 # From a candidate already within a centimetre or two (the previous frame's pose of a static camera, a good PnP).
 TRACK_SCHEDULE = (0.04, 0.02, 0.01)
+TRACK_STEPS_PER_STAGE = 3
 STEPS_PER_STAGE = 4
 # Prior std of the depth scale error s: a D435's datasheet bound (2 %), wide enough to leave any real unit free.
 SCALE_PRIOR_STD = 0.02

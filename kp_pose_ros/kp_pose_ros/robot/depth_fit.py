@@ -25,7 +25,9 @@ from kp_pose_ros.core.rigid_fit import p3p_hypotheses, rigid_hypotheses
 from kp_pose_ros.robot.depth_alignment import (
     COARSE_SCHEDULE,
     DEFAULT_SCHEDULE,
+    STEPS_PER_STAGE,
     TRACK_SCHEDULE,
+    TRACK_STEPS_PER_STAGE,
     DepthAlignment,
     align_to_depth,
     depth_agreement,
@@ -95,8 +97,8 @@ class RobotDepthFitter:
         points, normals = self.surface.in_base(self.kinematics.link_poses(joints))
         refined = []
 
-        def refine(T, view, schedule=DEFAULT_SCHEDULE):
-            aligned = align_to_depth([view], [points], [normals], camera, T, schedule=schedule,
+        def refine(T, view, schedule=DEFAULT_SCHEDULE, steps=STEPS_PER_STAGE):
+            aligned = align_to_depth([view], [points], [normals], camera, T, schedule=schedule, steps_per_stage=steps,
                                      min_correspondences=cfg.min_correspondences, min_coverage=cfg.min_coverage,
                                      estimate_scale=estimate_scale)
             if aligned.success:
@@ -110,7 +112,7 @@ class RobotDepthFitter:
             near = points @ candidates[0][:3, :3].T + candidates[0][:3, 3]
             view = depth_view(depth_m, camera, roi=projected_bounds(near, camera, cfg.roi_margin_px))
             for candidate in candidates:
-                aligned = refine(candidate, view, TRACK_SCHEDULE)
+                aligned = refine(candidate, view, TRACK_SCHEDULE, TRACK_STEPS_PER_STAGE)
                 if aligned.success and aligned.coverage >= cfg.accept_coverage:
                     return aligned
         view = depth_view(depth_m, camera)

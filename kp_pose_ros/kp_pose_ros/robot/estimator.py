@@ -32,6 +32,7 @@ from kp_pose_ros.robot.pose import (
     fit_known_joints_window,
     fit_unknown_joints,
     refine_on_reprojection,
+    reprojection_residuals,
     window_entry,
 )
 
@@ -122,6 +123,7 @@ class RobotCalibEstimator:
         """Forget everything learnt from earlier frames."""
         self.window: deque = deque(maxlen=max(1, self.config.static_camera_frames))
         self._disagreeing: list = []
+        self._window_pose: np.ndarray | None = None
         self.previous_depth_pose: np.ndarray | None = None
         self.previous_lifted: np.ndarray | None = None
 
@@ -160,6 +162,7 @@ class RobotCalibEstimator:
         if windowed:
             events = self._track_window(joints, px, camera)
             estimate = fit_known_joints_window(self.window, joints, px, camera, kin, cfg.reprojection_error_px)
+            self._window_pose = estimate.T_cam_base if estimate.success else None
         else:
             lifted = None if obs.lifted is None else np.where(
                 (np.asarray(obs.lifted_scores) > 0)[:, None], obs.lifted, np.nan)
@@ -175,16 +178,18 @@ class RobotCalibEstimator:
 
     def _track_window(self, joints, px, camera) -> tuple[str, ...]:
         """Add the frame to the static-camera window; restart the window from the recent frames when they keep
-        disagreeing with its pose while agreeing among themselves (the camera was moved)."""
+        disagreeing with its pose (the last frame's window estimate) while agreeing with their own (the camera was
+        moved). A frame that agrees costs no extra fit."""
         cfg, kin = self.config, self.kinematics
         entry = window_entry(joints, px, camera, kin)
-        if len(self.window) >= cfg.camera_moved_frames and len(entry[0]) >= _MIN_KEYPOINTS_TO_COMPARE:
-            window_fit = fit_known_joints_window(self.window, joints, px, camera, kin, cfg.reprojection_error_px)
-            own = fit_known_joints(joints, px, camera, kin, cfg.reprojection_error_px)
-            if window_fit.success and own.success:
-                disagrees = (np.nanmedian(window_fit.residuals_px) > cfg.reprojection_error_px
-                             and np.nanmedian(own.residuals_px[own.inliers]) < cfg.reprojection_error_px / 3)
-                self._disagreeing = self._disagreeing + [entry] if disagrees else []
+        if self._window_pose is not None and len(self.window) >= cfg.camera_moved_frames \
+                and len(entry[0]) >= _MIN_KEYPOINTS_TO_COMPARE:
+            residuals = reprojection_residuals(self._window_pose, kin.keypoints(joints), px, camera)
+            disagrees = np.nanmedian(residuals) > cfg.reprojection_error_px
+            if disagrees:
+                own = fit_known_joints(joints, px, camera, kin, cfg.reprojection_error_px)
+                disagrees = own.success and np.nanmedian(own.residuals_px[own.inliers]) < cfg.reprojection_error_px / 3
+            self._disagreeing = self._disagreeing + [entry] if disagrees else []
         if len(self._disagreeing) >= cfg.camera_moved_frames:
             self.window.clear()
             self.window.extend(self._disagreeing)
