@@ -95,3 +95,20 @@ def spin_graph(node, executor, specs, predicate, timeout_s):
         finally:
             for n in run.nodes:
                 executor.remove_node(n)
+
+
+@pytest.fixture(scope='session')
+def panda():
+    """(kinematics, surface model) of pybullet's Panda with the DREAM keypoints, 3000 surface points: the robot
+    the depth-fitting tests align."""
+    import pybullet_data
+
+    from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
+    from kp_pose_ros.robot.surface import sample_robot_surface
+    from kp_pose_ros.robot.urdf import parse_urdf
+
+    urdf = os.path.join(pybullet_data.getDataPath(), 'franka_panda', 'panda.urdf')
+    with open(urdf, encoding='utf-8') as stream:
+        text = stream.read()
+    kin = RobotKinematics(parse_urdf(text), 'panda_link0', PANDA_KEYPOINT_LINKS)
+    return kin, sample_robot_surface(text, kin.link_names, os.path.dirname(urdf), num_points=3000)

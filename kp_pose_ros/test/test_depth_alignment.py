@@ -22,15 +22,6 @@ PANDA_URDF = os.path.join(pybullet_data.getDataPath(), 'franka_panda', 'panda.ur
 
 
 @pytest.fixture(scope='module')
-def panda():
-    with open(PANDA_URDF, encoding='utf-8') as stream:
-        text = stream.read()
-    kin = RobotKinematics(parse_urdf(text), 'panda_link0', PANDA_KEYPOINT_LINKS)
-    surface = sample_robot_surface(text, kin.link_names, os.path.dirname(PANDA_URDF), num_points=3000)
-    return kin, surface
-
-
-@pytest.fixture(scope='module')
 def render():
     """A frame with depth noise like a RealSense's, and one whose arm is cut by the image border (only three
     keypoints visible, the detector guesses the rest)."""

@@ -1,27 +1,20 @@
 """Depth alignment and the RGB-D fitter on real sensor faults: a depth scale error, flying pixels, holes."""
-import os
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from test_depth_alignment import PANDA_URDF, pose_error
+from test_depth_alignment import pose_error
 
 from kp_pose_ros.core.camera import CameraModel
 from kp_pose_ros.robot.depth_alignment import depth_view, projected_bounds
 from kp_pose_ros.robot.depth_fit import DepthFitConfig, RobotDepthFitter
-from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
-from kp_pose_ros.robot.surface import sample_robot_surface
-from kp_pose_ros.robot.urdf import parse_urdf
 from kp_pose_ros.sim.depth_sensors import StereoDepthModel
 from kp_pose_ros.sim.scene import SceneConfig, SimScene
 
 
 @pytest.fixture(scope='module')
-def fitters():
-    with open(PANDA_URDF, encoding='utf-8') as stream:
-        text = stream.read()
-    kin = RobotKinematics(parse_urdf(text), 'panda_link0', PANDA_KEYPOINT_LINKS)
-    surface = sample_robot_surface(text, kin.link_names, os.path.dirname(PANDA_URDF), num_points=3000)
+def fitters(panda):
+    kin, surface = panda
     return RobotDepthFitter(surface, kin), RobotDepthFitter(surface, kin, DepthFitConfig(estimate_scale=False))
 
 

@@ -11,23 +11,13 @@ from kp_pose_ros.core.transforms import invert_transform, rotation_error_deg
 from kp_pose_ros.robot.depth_alignment import depth_view
 from kp_pose_ros.robot.depth_fit import RobotDepthFitter
 from kp_pose_ros.robot.depth_registration import registration_hypotheses
-from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS, RobotKinematics
-from kp_pose_ros.robot.surface import sample_robot_surface
-from kp_pose_ros.robot.urdf import parse_urdf
+from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS
 from kp_pose_ros.sim.camera_presets import camera_from_fov
 from kp_pose_ros.sim.scene import SceneConfig, SimScene
 
 PANDA_URDF = os.path.join(pybullet_data.getDataPath(), 'franka_panda', 'panda.urdf')
 # (scene seed, frame of that scene, horizontal FOV): three cameras, three lenses, the arm at 3-10 % of the image.
 FRAMES = ((6003, 1, 80.0), (6006, 0, 70.21), (6008, 1, 93.0))
-
-
-@pytest.fixture(scope='module')
-def panda():
-    with open(PANDA_URDF, encoding='utf-8') as stream:
-        text = stream.read()
-    kin = RobotKinematics(parse_urdf(text), 'panda_link0', PANDA_KEYPOINT_LINKS)
-    return kin, sample_robot_surface(text, kin.link_names, os.path.dirname(PANDA_URDF), num_points=3000)
 
 
 @pytest.fixture(scope='module')
