@@ -1,9 +1,7 @@
 """Depth registration without keypoints: the robot found at its measured joints in rendered RealSense-like depth by
 RobotDepthFitter with no keypoint at all (registration hypotheses, then its ICP)."""
-import os
 
 import numpy as np
-import pybullet_data
 import pytest
 
 from kp_pose_ros.core.camera import CameraModel
@@ -15,7 +13,6 @@ from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS
 from kp_pose_ros.sim.camera_presets import camera_from_fov
 from kp_pose_ros.sim.scene import SceneConfig, SimScene
 
-PANDA_URDF = os.path.join(pybullet_data.getDataPath(), 'franka_panda', 'panda.urdf')
 # (scene seed, frame of that scene, horizontal FOV): three cameras, three lenses, the arm at 3-10 % of the image.
 FRAMES = ((6003, 1, 80.0), (6006, 0, 70.21), (6008, 1, 93.0))
 
