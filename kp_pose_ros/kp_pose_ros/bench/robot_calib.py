@@ -212,7 +212,7 @@ def evaluate(models: Models, sets: dict, row: Row) -> dict:
     rng = np.random.default_rng(0)
     per_fov = {}
     for fov_name, sequences in sets.items():
-        runs = [run_sequence(estimator, [TruthFrame(_observation(f, row, rng), f.T_base_cam, f.keypoints_cam)
+        runs = [run_sequence(estimator, [TruthFrame(_observation(f, row, rng), f.T_base_cam, f.keypoints_cam, f.joints)
                                          for f in frames]) for frames in sequences]
         per_fov[fov_name] = summarise(runs)
     stage = {}
@@ -266,7 +266,7 @@ def report(results: dict) -> str:
             r = row['per_fov'][f]
             cells.append(f"{r['auc_0.1m']:.1f} / {r['add_median_m'] * 100:.1f} / {r['add_mean_m'] * 100:.1f}")
         joint = [row['per_fov'][f]['joint_error_deg_mean'] for f in fovs]
-        joint = f'{np.mean(joint):.1f}' if None not in joint else 'measured'
+        joint = f'{np.mean(joint):.1f}' if None not in joint else '– (measured)'
         lines.append(f"| {row['row']} | " + ' | '.join(cells) + f' | {joint} |')
     paper = ' | '.join(f'{a:.1f} / {m * 100:.1f} / {n * 100:.1f}' for a, m, n in
                        (results['paper_table_II_online'][f] for f in fovs))

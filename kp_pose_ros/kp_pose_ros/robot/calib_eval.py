@@ -29,12 +29,13 @@ MIN_SAMPLES = 10
 
 @dataclass(frozen=True, eq=False)
 class TruthFrame:
-    """One frame to estimate and its ground truth: the camera optical frame in the base frame, and the keypoints in
-    the camera frame (N, 3) for ADD."""
+    """One frame to estimate and its ground truth: the camera optical frame in the base frame, the keypoints in the
+    camera frame (N, 3) for ADD, and the true joints (scored where the estimator regressed them)."""
 
     observation: Observation
     T_base_cam: np.ndarray
     keypoints_cam: np.ndarray
+    joints: np.ndarray | None = None
 
 
 def run_sequence(estimator: RobotCalibEstimator, frames: Iterable[TruthFrame], min_samples: int = MIN_SAMPLES) -> dict:
@@ -55,8 +56,8 @@ def run_sequence(estimator: RobotCalibEstimator, frames: Iterable[TruthFrame], m
             continue
         estimate = result.estimate
         add.append(float(np.mean(np.linalg.norm(estimate.keypoints_cam - frame.keypoints_cam, axis=1))))
-        if frame.observation.joints is not None and not estimate.known_joints:
-            joint_error.append(np.degrees(np.abs(estimate.joints - frame.observation.joints)))
+        if frame.joints is not None and not estimate.known_joints:
+            joint_error.append(np.degrees(np.abs(estimate.joints - frame.joints)))
         samples.append(CalibrationSample(index, estimate.T_base_cam, weight=max(1, int(estimate.inliers.sum())),
                                          joint_positions=estimate.joints))
     out = {'frames': len(add), 'add_m': add, 'stage_ms': stage_ms, 'joint_error_deg': joint_error}
@@ -153,7 +154,7 @@ def dataset_sequences(dataset_dir: str | Path, detect: Callable[[np.ndarray], tu
             frames.append(TruthFrame(Observation(camera, pixels, confidences,
                                                  joints=a['joint_positions'] if use_joints else None,
                                                  depth_m=depth if use_depth else None),
-                                     a['T_base_cam'], a['keypoints_cam']))
+                                     a['T_base_cam'], a['keypoints_cam'], a['joint_positions']))
         yield camera_index, frames
 
 
