@@ -3,7 +3,9 @@
 Runs the robot_calib graph with camera:=sim, one process per node as `ros2 launch` starts it (or composed into this
 process with --in-process) (the sim camera, 2D keypoints, diffusion lifting, pose fitting,
 calibration manager), prints the per-frame and live aggregated estimates against the true camera pose and the
-pipeline's frame rate, then computes and saves the calibration (YAML) and writes the last debug image (PNG)."""
+pipeline's frame rate, captures a sample every --capture-every seconds (distinct arm poses), then computes and saves
+the calibration (YAML) with its uncertainty, says whether that covers the true error, and writes the last debug image
+(PNG)."""
 from __future__ import annotations
 
 import argparse
@@ -107,13 +109,15 @@ def _running_graph(overrides, in_process: bool, log_dir: Path):
 
 
 def main(argv=None) -> int:
-    from kp_pose_msgs.srv import ComputeCalibration, SaveCalibration
+    from kp_pose_msgs.srv import CaptureSample, ComputeCalibration, SaveCalibration
 
     parser = argparse.ArgumentParser(prog='kp-pose demo', description=__doc__)
     parser.add_argument('--duration', type=float, default=20.0, help='seconds to run')
     parser.add_argument('--out', default='demo_output', help='directory for the calibration YAML and the PNG')
     parser.add_argument('--seed', default='0')
     parser.add_argument('--known-joints', default='auto', choices=('auto', 'on', 'off'))
+    parser.add_argument('--capture-every', type=float, default=1.0,
+                        help='seconds between captures (the arm has moved on to a distinct pose by then)')
     parser.add_argument('--in-process', action='store_true',
                         help='compose every node into this process (kp-pose run) instead of one process per node')
     args = parser.parse_args(argv)
@@ -126,9 +130,14 @@ def main(argv=None) -> int:
         executor.add_node(observer)
         try:
             start = time.monotonic()
-            next_report = start + 2.0
+            next_report, next_capture, captured = start + 2.0, start + args.capture_every, 0
             while time.monotonic() - start < args.duration:
                 executor.spin_once(timeout_sec=0.05)
+                if observer.estimates and time.monotonic() >= next_capture:
+                    # As a user calibrates: a sample at each distinct arm pose, not thirty frames of one view.
+                    next_capture += args.capture_every
+                    reply = _call(observer, executor, CaptureSample, f'{NS}/calibration_manager/capture')
+                    captured = reply.num_samples if reply is not None and reply.success else captured
                 if time.monotonic() >= next_report:
                     next_report += 2.0
                     errors = observer.frame_errors()
@@ -150,6 +159,7 @@ def main(argv=None) -> int:
                 print(f'demo: per-frame error median {np.median(errors[:, 0]) * 100:.2f} cm, '
                       f'{np.median(errors[:, 1]):.2f} deg over {len(errors)} frames '
                       f'({"known" if observer.estimates[-1][2] else "estimated"} joints)')
+            print(f'demo: captured {captured} samples, one every {args.capture_every:g} s while the arm moved')
             computed = _call(observer, executor, ComputeCalibration, f'{NS}/calibration_manager/compute')
             print(f'demo: compute: {computed.message}')
             live = observer.live_error()

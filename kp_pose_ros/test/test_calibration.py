@@ -129,6 +129,20 @@ def test_one_configuration_has_no_bound():
     assert lopsided.coverage_factor > 100
 
 
+def test_systematic_error_is_added_in_quadrature_to_the_bound():
+    """Many views average their noise down to a tiny bound; the estimator's own bias does not average away."""
+    rng = np.random.default_rng(24)
+    samples = biased_views(rng, views=20, frames=3, bias_t=0.0005, bias_r_deg=0.02)
+    plain = aggregate(samples)
+    floored = aggregate(samples, systematic_translation_m=0.005, systematic_rotation_deg=0.3)
+    assert plain.translation_uncertainty_m < 0.002
+    assert math.isclose(floored.translation_uncertainty_m, math.hypot(plain.translation_uncertainty_m, 0.005))
+    assert math.isclose(floored.rotation_uncertainty_deg, math.hypot(plain.rotation_uncertainty_deg, 0.3))
+    one_view = aggregate(biased_views(rng, views=1, frames=30, bias_t=0.05, bias_r_deg=3.0),
+                         systematic_translation_m=0.005)
+    assert math.isinf(one_view.translation_uncertainty_m)
+
+
 def test_group_configurations():
     q = np.zeros(3)
     joints = [q, q + 0.05, q + [0.0, 0.2, 0.0], None, q - 0.09, None, np.zeros(2), q + [0.0, 0.25, 0.0]]

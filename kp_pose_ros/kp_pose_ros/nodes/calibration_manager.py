@@ -28,6 +28,8 @@ from kp_pose_msgs.msg import RobotCameraEstimate
 from kp_pose_msgs.srv import CaptureSample, ComputeCalibration, LoadCalibration, ResetCalibration, SaveCalibration
 from kp_pose_ros.core.transform_tree import TransformTree
 from kp_pose_ros.robot.calibration import (
+    SYSTEMATIC_ROTATION_DEG,
+    SYSTEMATIC_TRANSLATION_M,
     CalibrationError,
     CalibrationResult,
     CalibrationSample,
@@ -76,6 +78,13 @@ class CalibrationManagerNode(PipelineNode):
         Param('configuration_tolerance_rad', 0.1, 'Estimates whose joint positions all lie within this of an arm '
               'configuration\'s first estimate belong to it: one view, sharing one detector bias.', live=True,
               min_value=0.0, max_value=10.0),
+        Param('systematic_translation_m', SYSTEMATIC_TRANSLATION_M, 'Error no number of views averages away (the '
+              'estimator\'s own bias: surface model against the depth, depth scale, depth-to-colour registration), '
+              'added in quadrature to the uncertainty bound. Default: the largest RGB-D calibration error measured '
+              'on development sequences with realistic depth sensors, rounded up.', live=True, min_value=0.0,
+              max_value=1.0),
+        Param('systematic_rotation_deg', SYSTEMATIC_ROTATION_DEG, 'The same for the rotation.', live=True,
+              min_value=0.0, max_value=45.0),
         Param('max_translation_uncertainty_m', 0.02, 'Compute refuses a calibration whose ~95 % translation bound '
               '(view bias included, each arm configuration one draw) exceeds this. Estimates without joint '
               'positions have no bound and are judged on the spread limits alone.', live=True, min_value=0.0,
@@ -328,8 +337,7 @@ class CalibrationManagerNode(PipelineNode):
             return None, None
         self.aggregated_ns = newest
         try:
-            self.live_result = aggregate(samples, min_samples=self.p.min_samples,
-                                         configuration_tolerance_rad=self.p.configuration_tolerance_rad)
+            self.live_result = aggregate(samples, min_samples=self.p.min_samples, **self._uncertainty_settings())
         except CalibrationError as exc:
             self.get_logger().warning(f'live window not consistent: {exc}', throttle_duration_sec=5.0)
             return None, None
@@ -358,6 +366,11 @@ class CalibrationManagerNode(PipelineNode):
         response.num_samples = len(self.captured)
         return response
 
+    def _uncertainty_settings(self) -> dict:
+        return {'configuration_tolerance_rad': self.p.configuration_tolerance_rad,
+                'systematic_translation_m': self.p.systematic_translation_m,
+                'systematic_rotation_deg': self.p.systematic_rotation_deg}
+
     def _compute_source(self) -> CalibrationWindow:
         return self.captured if len(self.captured) else self.live
 
@@ -372,8 +385,7 @@ class CalibrationManagerNode(PipelineNode):
         guidance = self._guidance(samples)
         advice = f' Capture: {guidance.summary()}.' if guidance is not None else ''
         try:
-            result = aggregate(samples, min_samples=min_samples,
-                               configuration_tolerance_rad=self.p.configuration_tolerance_rad)
+            result = aggregate(samples, min_samples=min_samples, **self._uncertainty_settings())
         except CalibrationError as exc:
             response.success, response.message = False, f'{exc}.{advice}'
             return response

@@ -19,7 +19,13 @@ import numpy as np
 from kp_pose_ros.core.camera import CameraModel
 from kp_pose_ros.core.metrics import add_auc
 from kp_pose_ros.core.transforms import rotation_error_deg
-from kp_pose_ros.robot.calibration import CalibrationError, CalibrationSample, aggregate
+from kp_pose_ros.robot.calibration import (
+    SYSTEMATIC_ROTATION_DEG,
+    SYSTEMATIC_TRANSLATION_M,
+    CalibrationError,
+    CalibrationSample,
+    aggregate,
+)
 from kp_pose_ros.robot.estimator import EstimatorConfig, Observation, RobotCalibEstimator
 from kp_pose_ros.robot.kinematics import PANDA_KEYPOINT_LINKS
 
@@ -62,7 +68,9 @@ def run_sequence(estimator: RobotCalibEstimator, frames: Iterable[TruthFrame], m
                                          joint_positions=estimate.joints))
     out = {'frames': len(add), 'add_m': add, 'stage_ms': stage_ms, 'joint_error_deg': joint_error}
     try:
-        result = aggregate(samples, min_samples=min_samples)
+        # As the calibration manager aggregates by default.
+        result = aggregate(samples, min_samples=min_samples, systematic_translation_m=SYSTEMATIC_TRANSLATION_M,
+                           systematic_rotation_deg=SYSTEMATIC_ROTATION_DEG)
     except CalibrationError as exc:
         out['calibration'] = {'error': str(exc)}
         return out
