@@ -201,3 +201,11 @@ def test_from_fov_refuses_impossible_angles(hfov):
         CameraModel.from_fov(640, 480, hfov)
     with pytest.raises(CameraModelError, match='image size must be positive'):
         CameraModel.from_fov(0, 480, 60.0)
+
+
+def test_pixel_indices_round_to_the_nearest_pixel_and_say_which_are_inside():
+    camera = CameraModel.pinhole(640, 480, 500.0, 500.0, 320.0, 240.0)
+    cols, rows, inside = camera.pixel_indices([[0.4, 0.6], [639.4, 479.49], [639.6, 10.0], [-0.6, 5.0],
+                                               [np.nan, np.nan]])
+    assert cols[:2].tolist() == [0, 639] and rows[:2].tolist() == [1, 479]
+    assert inside.tolist() == [True, True, False, False, False]

@@ -183,6 +183,12 @@ class CameraModel:
         out[ok] = pixels.reshape(-1, 2)
         return out
 
+    def pixel_indices(self, pixels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cols, rows, inside) of pixels (N, 2): the nearest pixel's integer indices and whether it lies in the image
+        (NaN rows, e.g. points behind the camera, do not)."""
+        cols, rows = np.round(np.nan_to_num(np.asarray(pixels, dtype=np.float64), nan=-1.0)).astype(int).T
+        return cols, rows, (cols >= 0) & (cols < self.width) & (rows >= 0) & (rows < self.height)
+
     def normalize(self, pixels) -> np.ndarray:
         """Undistorted normalised camera coordinates ((u - cx) / fx, (v - cy) / fy) of pixels (N, 2), i.e. (x/z, y/z).
 

@@ -296,9 +296,7 @@ class _Geometry:
         keypoints_base = self.kinematics.keypoints(joints)
         keypoints_cam = transform_points(invert_transform(self.T_base_cam), keypoints_base)
         pixels = cam.project(keypoints_cam)
-        cols, rows = np.round(np.nan_to_num(pixels, nan=-1.0)).astype(int).T
-        in_image = np.isfinite(pixels).all(axis=1) & (cols >= 0) & (cols < cam.width) & (rows >= 0) & (
-            rows < cam.height)
+        in_image = np.isfinite(pixels).all(axis=1) & cam.pixel_indices(pixels)[2]
         return {
             'index': index, 'rgb': f'rgb/{name}', 'depth': f'depth/{name}', 'mask': f'mask/{name}',
             'camera_index': camera_index,

@@ -306,11 +306,9 @@ def _facing_in_image(points_base, normals_base, T, camera):
     columns and rows."""
     x = points_base @ T[:3, :3].T + T[:3, 3]
     facing = np.sum((normals_base @ T[:3, :3].T) * x, axis=1) < 0
-    px = np.round(camera.project(x))
-    u, v = px[:, 0], px[:, 1]
-    # NaN pixels (behind the camera) fail every comparison and drop out here.
-    inside = facing & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
-    return x[inside], u[inside].astype(int), v[inside].astype(int)
+    u, v, inside = camera.pixel_indices(camera.project(x))
+    inside &= facing
+    return x[inside], u[inside], v[inside]
 
 
 def _normal_equations(views, model_points, model_normals, camera, T, scale, radius):

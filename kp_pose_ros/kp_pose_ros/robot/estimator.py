@@ -132,9 +132,6 @@ class RobotCalibEstimator:
         self.config = config
         self.window = deque(self.window, maxlen=max(1, config.static_camera_frames))
 
-    def uses_joints(self, joints_available: bool) -> bool:
-        return self.config.joints_mode == 'known' or (self.config.joints_mode == 'auto' and joints_available)
-
     def estimate(self, obs: Observation) -> FrameResult:
         cfg = self.config
         px = np.array(obs.pixels, dtype=np.float64)

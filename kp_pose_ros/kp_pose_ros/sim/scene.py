@@ -775,9 +775,8 @@ class SimScene:
         """(visible, in_image) from the noise-free depth and the link drawn at each keypoint's pixel; see
         SceneConfig.own_link_tolerance_m for why the keypoint's own links get a larger tolerance."""
         cfg, cam = self.config, self.camera
-        cols, rows = np.round(np.nan_to_num(pixels, nan=-1.0)).astype(int).T
-        in_image = ((points_cam[:, 2] > cfg.near_m) & np.isfinite(pixels).all(axis=1)
-                    & (cols >= 0) & (cols < cam.width) & (rows >= 0) & (rows < cam.height))
+        cols, rows, inside = cam.pixel_indices(pixels)
+        in_image = (points_cam[:, 2] > cfg.near_m) & np.isfinite(pixels).all(axis=1) & inside
         visible = in_image.copy()
         for k in np.nonzero(in_image)[0]:
             surface, link = depth[rows[k], cols[k]], link_seg[rows[k], cols[k]]
