@@ -98,7 +98,7 @@ def depth_view(depth_m: np.ndarray, camera: CameraModel, stride: int = DEFAULT_S
     if int(stride) != stride or stride < 1:
         raise ValueError(f'stride must be a positive integer, got {stride}')
     u0, v0, u1, v1 = _roi_bounds(roi, camera, stride)
-    depth = depth[v0:v1, u0:u1].astype(np.float64)
+    depth = depth[v0:v1, u0:u1]
     with np.errstate(invalid='ignore'):
         valid = np.isfinite(depth) & (depth > 0)
     depth = np.where(valid, depth, 0.0).astype(np.float32)
