@@ -77,15 +77,20 @@ class Letterbox:
         hi = lo + self.resized_size
         return np.all((points >= lo) & (points < hi), axis=-1)
 
-    def apply(self, image: np.ndarray, pad_value: float | tuple[float, ...] = 114) -> np.ndarray:
-        """The letterboxed network input: `image` (H, W[, C]) of source_size resized and padded to input_size."""
+    def apply(self, image: np.ndarray, pad_value: float | tuple[float, ...] = 114,
+              interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+        """The letterboxed network input: `image` (H, W[, C]) of source_size resized and padded to input_size.
+
+        `interpolation` is the cv2 resize filter the network was trained with (YOLO models: cv2.INTER_LINEAR, the
+        filter of ultralytics' LetterBox, whose sizes and padding `fit` reproduces exactly)."""
         image = np.asarray(image)
         if image.ndim not in (2, 3) or image.shape[1::-1] != self.source_size:
             raise ValueError(f'expected an image of {self.source_size[0]}x{self.source_size[1]} (H, W[, C]), got '
                              f'shape {image.shape}')
-        # INTER_AREA averages when shrinking (no aliasing of thin robot links); it is bilinear when enlarging.
+        # The default INTER_AREA averages when shrinking (no aliasing of thin robot links); it is bilinear when
+        # enlarging.
         resized = image if self.resized_size == self.source_size else cv2.resize(
-            image, self.resized_size, interpolation=cv2.INTER_AREA)
+            image, self.resized_size, interpolation=interpolation)
         dst_w, dst_h = self.input_size
         right, bottom = dst_w - self.resized_size[0] - self.pad_x, dst_h - self.resized_size[1] - self.pad_y
         if image.ndim == 3 and np.ndim(pad_value) == 0:
