@@ -10,8 +10,9 @@ import trimesh
 import yaml
 
 from kp_pose_ros.core.camera import CameraModel
+from kp_pose_ros.objects.models import load_bop_models
 from kp_pose_ros.sim.bop_writer import write_bop
-from kp_pose_ros.sim.objects import ObjectScene, ObjectSceneConfig, load_bop_models, model_points_px
+from kp_pose_ros.sim.objects import ObjectScene, ObjectSceneConfig, model_points_px
 
 SMALL_CAMERA = CameraModel.pinhole(320, 240, 300.0, 300.0, 159.5, 119.5)
 LMO_MODELS = Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'lmo' / 'models_eval'

@@ -46,16 +46,9 @@ import yaml
 
 from kp_pose_ros.core.atomic_file import atomic_imwrite, atomic_open
 from kp_pose_ros.core.image_codec import metres_to_depth
+from kp_pose_ros.objects.models import ObjectModel, load_bop_models
 from kp_pose_ros.sim.camera_presets import PRESET_NAMES, preset
-from kp_pose_ros.sim.objects import (
-    ObjectFrame,
-    ObjectModel,
-    ObjectScene,
-    ObjectSceneConfig,
-    bop_pose,
-    load_bop_models,
-    model_points_px,
-)
+from kp_pose_ros.sim.objects import ObjectFrame, ObjectScene, ObjectSceneConfig, bop_pose, model_points_px
 from kp_pose_ros.sim.writer_cli import add_sensor_arguments, progress_printer, sensor_settings
 
 GENERATOR = 'kp_pose_ros.sim.bop_writer'

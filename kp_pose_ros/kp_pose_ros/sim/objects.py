@@ -17,71 +17,20 @@ floor, table texture) from its `appearance_rng`: one seed gives the same frames.
 """
 from __future__ import annotations
 
-import json
-import os
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pybullet
-import trimesh
 
 from kp_pose_ros.core.camera import CameraModel
 from kp_pose_ros.core.transforms import invert_transform
+from kp_pose_ros.objects.models import ObjectModel
 from kp_pose_ros.sim.pybullet_mirror import link_frame
 from kp_pose_ros.sim.scene import SimFrame, SimScene
 from kp_pose_ros.sim.tabletop import TableTop, TableTopConfig, TableTopScene
 
-_MODEL_FILE = re.compile(r'^obj_(\d+)\.ply$')
 _DENSITY_KG_M3 = 600.0
 _PLACEMENT_TRIES = 20
-
-
-@dataclass(frozen=True)
-class ObjectModel:
-    """One model of a BOP set, in metres, in the model frame BOP poses refer to."""
-
-    obj_id: int
-    mesh: trimesh.Trimesh  # with its vertex colours or texture
-    diameter_m: float
-    hull: trimesh.Trimesh  # convex hull: the collision shape
-
-    @property
-    def name(self) -> str:
-        return f'obj_{self.obj_id:06d}'
-
-
-def load_bop_models(folder: str | os.PathLike, obj_ids=None) -> dict[int, ObjectModel]:
-    """The obj_XXXXXX.ply models of a BOP model folder (mm) as ObjectModels (m), by obj_id. Diameters come from its
-    models_info.json where present, else from the mesh. `obj_ids` picks a subset."""
-    folder = Path(folder)
-    files = {int(m.group(1)): folder / name for name in sorted(os.listdir(folder)) if (m := _MODEL_FILE.match(name))}
-    if not files:
-        raise FileNotFoundError(f'no obj_XXXXXX.ply models in {folder}')
-    info_path = folder / 'models_info.json'
-    info = json.loads(info_path.read_text(encoding='utf-8')) if info_path.is_file() else {}
-    if obj_ids is not None:
-        missing = sorted(set(obj_ids) - set(files))
-        if missing:
-            raise ValueError(f'objects {missing} not in {folder} (it has {sorted(files)})')
-        files = {k: files[k] for k in sorted(set(obj_ids))}
-    models = {}
-    for obj_id, path in files.items():
-        mesh = trimesh.load(path, process=False)  # PLY TextureFile comments are resolved beside the file
-        if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-            raise ValueError(f'{path}: not a triangle mesh')
-        mesh.apply_scale(0.001)
-        hull = mesh.convex_hull
-        entry = info.get(str(obj_id), {})
-        diameter = float(entry['diameter']) / 1000.0 if 'diameter' in entry else _diameter(hull.vertices)
-        models[obj_id] = ObjectModel(obj_id, mesh, diameter, hull)
-    return models
-
-
-def _diameter(points: np.ndarray) -> float:
-    d = points[:, None, :] - points[None, :, :]
-    return float(np.sqrt((d ** 2).sum(-1).max()))
 
 
 @dataclass
