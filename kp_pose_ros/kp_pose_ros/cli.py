@@ -11,6 +11,7 @@
   kp-pose record OUT /camera/color/image_raw /tf_static [--storage mcap|sqlite3] [--duration 10]
   kp-pose eval robot_keypoints --dataset DIR [--model M.onnx] [--threshold T] [--out results.json]
   kp-pose eval robot_calib --dataset DIR [--no-depth] [--no-joints] [--gt-keypoints] [--out results.json]
+  kp-pose eval object_pose --bop DIR [--models SET] [--depth] [--out results.json]
 """
 from __future__ import annotations
 
@@ -133,7 +134,32 @@ def cmd_bench(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    return {'robot_keypoints': eval_robot_keypoints, 'robot_calib': eval_robot_calib}[args.stage](args)
+    if (args.stage == 'object_pose') != bool(args.bop) or (args.stage != 'object_pose') != bool(args.dataset):
+        print('kp-pose eval: object_pose takes --bop DIR, the robot stages --dataset DIR', file=sys.stderr)
+        return 2
+    return {'robot_keypoints': eval_robot_keypoints, 'robot_calib': eval_robot_calib,
+            'object_pose': eval_object_pose}[args.stage](args)
+
+
+def eval_object_pose(args) -> int:
+    from kp_pose_ros.objects import pose_eval
+    from kp_pose_ros.objects.bop import BopDataset
+    from kp_pose_ros.objects.estimator import ObjectEstimatorConfig, load_estimator
+    from kp_pose_ros.objects.models import load_bop_models
+
+    results = {}
+    for root in args.bop:
+        dataset = BopDataset(root, split=args.split)
+        models_eval = load_bop_models(dataset.models_dir)
+        config = ObjectEstimatorConfig(use_depth=args.depth, track=False)
+        estimator = load_estimator(args.models, models_eval, config, args.providers, args.threads)
+        results[root] = pose_eval.evaluate(estimator, dataset, models_eval, use_depth=args.depth)
+        print(pose_eval.report(root, results[root]), flush=True)
+    if args.out:
+        with open(args.out, 'w', encoding='utf-8') as f:
+            json.dump({'models': args.models, 'datasets': results}, f, indent=1, default=float)
+        print(f'kp-pose: results written to {args.out}')
+    return 0
 
 
 def eval_robot_keypoints(args) -> int:
@@ -240,8 +266,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--output', default=None, help='results file (default results/<name>.json)')
     p.set_defaults(fn=cmd_bench)
     p = sub.add_parser('eval', help='accuracy of a pipeline stage on an annotated dataset')
-    p.add_argument('stage', choices=('robot_keypoints', 'robot_calib'))
-    p.add_argument('--dataset', nargs='+', required=True,
+    p.add_argument('stage', choices=('robot_keypoints', 'robot_calib', 'object_pose'))
+    p.add_argument('--bop', nargs='+', default=None,
+                   help='object_pose: BOP-format folder(s) (camera.json, models_eval/, <split>/<scene>/rgb, '
+                        'scene_gt.json, scene_camera.json)')
+    p.add_argument('--split', default='test', help="object_pose: the BOP split folder (default 'test')")
+    p.add_argument('--models', default='lmo',
+                   help='object_pose: object set whose models to run (<set>_detector.onnx, <set>_keypoints.onnx '
+                        'in the package models/, or a path prefix to such files)')
+    p.add_argument('--depth', action='store_true', help='object_pose: refine and check poses with depth/')
+    p.add_argument('--dataset', nargs='+', default=None,
                    help='robot-layout dataset folder(s) (sim.dataset: meta.yaml, annotations.jsonl, rgb/, depth/); '
                         'robot_calib: frames sharing camera_index form one static-camera sequence')
     p.add_argument('--model', default=None,

@@ -3,6 +3,8 @@ rendered from sim.objects table-top scenes.
 
 Layout of DIR (BOP's, as its "train_pbr" splits; poses in mm, depth as uint16 mm, depth_scale 1.0):
     camera.json                       cx, cy, fx, fy, width, height, depth_scale
+    models/                           the model files the frames show (hard links, copies where links fail), so the
+                                      folder is a complete BOP dataset (objects.bop reads it, evaluation scores it)
     meta.yaml                         generator, seed, num_frames, complete, models folder, object ids, settings
     train_pbr/000000/                 a scene folder per FRAMES_PER_SCENE frames
         scene_camera.json             {im_id: cam_K (row-major 3x3), depth_scale, cam_R_w2c, cam_t_w2c (mm)}
@@ -134,6 +136,11 @@ def write_bop(out_dir: str | os.PathLike, models_dir: str | os.PathLike, num_fra
     classes = {obj_id: k for k, obj_id in enumerate(models)}
     cam = config.camera
     out.mkdir(parents=True, exist_ok=True)
+    (out / 'models').mkdir(exist_ok=True)
+    for path in sorted(Path(models_dir).iterdir()):
+        if path.name == 'models_info.json' or path.name in {f'{m.name}.ply' for m in models.values()} \
+                or path.suffix.lower() in ('.png', '.jpg'):  # textures the PLY files name
+            _link_or_copy(path, out / 'models' / path.name)
     meta = dict(models_dir=models_dir, models=models, config=config, seed=seed, views_per_layout=views_per_layout,
                 min_visib_fract=min_visib_fract, yolo=yolo)
     with atomic_open(out / META_FILE) as f:

@@ -273,7 +273,7 @@ def _random_affine(rng: np.random.Generator, size) -> np.ndarray:
     return M
 
 
-def _occlude(image: np.ndarray, rng: np.random.Generator, targets: np.ndarray) -> np.ndarray:
+def paste_occluders(image: np.ndarray, rng: np.random.Generator, targets: np.ndarray) -> np.ndarray:
     """Paste 1-3 random shapes over `image` in place, the first centred on one of `targets` (keypoint pixels) half
     of the time, so hidden keypoints are common enough to learn from; returns the (H, W) bool mask they cover."""
     height, width = image.shape[:2]
@@ -347,7 +347,7 @@ def augment(image: np.ndarray, keypoints: np.ndarray, peaks: np.ndarray, content
     peaks = np.where(inside, peaks, 0.0).astype(np.float32)
 
     if rng.random() < 0.5:
-        covered = _occlude(image, rng, np.column_stack([cols, rows])[inside & (peaks > 0)])
+        covered = paste_occluders(image, rng, np.column_stack([cols, rows])[inside & (peaks > 0)])
         hidden = inside.copy()
         hidden[inside] = covered[rows[inside], cols[inside]]
         peaks[hidden] = np.minimum(peaks[hidden], OCCLUDED_PEAK)

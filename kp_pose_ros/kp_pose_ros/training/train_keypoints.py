@@ -138,7 +138,7 @@ def train(model: nn.Module, frames: kd.FrameSet, val: kd.FrameSet, args, log) ->
     loader = torch.utils.data.DataLoader(
         kd.HeatmapDataset(frames, args.seed), batch_size=args.batch_size, drop_last=True,
         sampler=kd.EpochSampler(len(frames), args.seed, epochs), num_workers=args.loader_workers,
-        persistent_workers=args.loader_workers > 0, worker_init_fn=_single_threaded_worker)
+        persistent_workers=args.loader_workers > 0, worker_init_fn=single_threaded_worker)
     budget_s = 60.0 * args.time_budget_min
     start = time.monotonic()
     best = {'error': math.inf}
@@ -177,7 +177,7 @@ def train(model: nn.Module, frames: kd.FrameSet, val: kd.FrameSet, args, log) ->
     return model.to(memory_format=torch.contiguous_format).eval(), summary
 
 
-def _single_threaded_worker(_: int) -> None:
+def single_threaded_worker(_: int) -> None:
     # OpenCV is made single-threaded in main(), before any use: a forked worker that touches OpenCV's thread pool
     # (cv2.setNumThreads) deadlocks on the pool's locks copied mid-use from the parent.
     torch.set_num_threads(1)
@@ -201,7 +201,7 @@ def export_onnx(model: nn.Module, path: Path, sample: np.ndarray) -> float:
     import onnxruntime as ort
 
     model.eval()
-    width, height = kd.INPUT_SIZE
+    height, width = sample.shape[-2:]
     with torch.no_grad():
         batch_axis = {INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}}
         torch.onnx.export(model, (torch.zeros(1, 3, height, width),), str(path), input_names=[INPUT_NAME],
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--eval-threads', type=int, default=1, help='onnxruntime threads for the latency figures')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cv2.setNumThreads(1)  # see _single_threaded_worker
+    cv2.setNumThreads(1)  # see single_threaded_worker
 
     def log(message: str) -> None:
         print(f'[train_keypoints] {message}', flush=True)
