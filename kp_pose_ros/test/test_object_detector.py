@@ -215,3 +215,19 @@ def test_detections_match_ultralytics_predict(yolo_export):
                                    err_msg=f'{width}x{height}')
         inside = np.all((ours.boxes > 0) & (ours.boxes < [width, height, width, height]), axis=1)
         assert inside.sum() > 10, 'boxes inside the image, not only clipped to its border'
+
+
+# ------------------------------------------------------------------------------------------- training data split
+def test_training_split_holds_out_whole_layouts_deterministically():
+    from kp_pose_ros.training.train_detector import layout_of, split_images
+
+    meta = {'frames_per_scene': 1000, 'views_per_layout': 5}
+    images = [Path(f'{i // 1000:06d}_{i % 1000:06d}.png') for i in range(2000)]  # two BOP scenes, 400 layouts
+    train, val = split_images(images, meta, 0.1, seed=3)
+    assert (train, val) == split_images(images, meta, 0.1, seed=3)
+    assert len(val) == 40 * 5 and len(train) + len(val) == len(images)
+    assert not {layout_of(i, meta) for i in train} & {layout_of(i, meta) for i in val}
+    assert layout_of(Path('000001_000004.png'), meta) == 200
+    assert split_images(images, meta, 0.1, seed=4)[1] != val
+    with pytest.raises(ValueError, match='at least 2 layouts'):
+        split_images(images[:5], meta, 0.1, seed=0)
