@@ -112,6 +112,7 @@ def test_bad_images_raise_value_error(tmp_path, image):
     ({'score_threshold': 1.5}, 'score_threshold'), ({'score_threshold': 'high'}, 'score_threshold'),
     ({'max_detections': -1}, 'max_detections'), ({'max_detections': 2.5}, 'max_detections'),
     ({'classes': [7]}, r'unknown class ids \[7\]'), ({'classes': ['obj_000001']}, 'classes'),
+    ({'classes': 2}, 'classes'),
 ])
 def test_bad_arguments_raise_value_error(tmp_path, kwargs, message):
     detector = YoloV10Detector(fake_yolov10(tmp_path / 'fake.onnx', []), providers='cpu')

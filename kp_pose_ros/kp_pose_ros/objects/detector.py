@@ -73,7 +73,9 @@ def _input_size(shape: list, metadata: dict[str, str], path: Path) -> tuple[int,
 
 
 class YoloV10Detector(OnnxWrapper):
-    """`detect(rgb)` -> Detections: the objects' boxes, scores and classes in the given image."""
+    """`detect(rgb)` -> Detections: the objects' boxes, scores and classes in the given image.
+
+    input_size: (width, height) of the network input; names: class id -> name; stride: the coarsest feature stride."""
 
     def __init__(self, model_path: str | Path, providers: str = 'auto', threads: int = 0,
                  trt_cache_dir: str | Path = '', trt_fp16: bool = False):
@@ -97,7 +99,7 @@ class YoloV10Detector(OnnxWrapper):
         if not isinstance(stride, int) or stride < 1 or any(s % stride for s in self.input_size):
             raise ModelLoadError(f'{path.name}: input {self.input_size[0]}x{self.input_size[1]} is not a multiple '
                                  f'of the stride {stride!r} in its metadata')
-        self.stride = stride  # the network's coarsest feature stride (32 for YOLOv10)
+        self.stride = stride
 
     def preprocess(self, rgb: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """The network input (1, 3, H, W) float32 for an RGB image (H, W, 3) uint8, and where the image sits in it."""
@@ -121,7 +123,7 @@ class YoloV10Detector(OnnxWrapper):
             raise ValueError(f'max_detections must be an integer >= 0 or None, got {max_detections!r}')
         wanted = None
         if classes is not None:
-            wanted = np.array(list(classes))
+            wanted = np.array(list(classes) if np.iterable(classes) else classes)
             if wanted.ndim != 1 or not (wanted.size == 0 or np.issubdtype(wanted.dtype, np.integer)):
                 raise ValueError(f'classes must be a sequence of integer class ids, got {classes!r}')
             unknown = sorted(set(wanted.tolist()) - set(self.names))
