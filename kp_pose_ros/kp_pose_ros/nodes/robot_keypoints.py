@@ -5,16 +5,14 @@ import numpy as np
 from sensor_msgs.msg import Image
 
 from kp_pose_msgs.msg import KeypointArray, KeypointInstance
-from kp_pose_ros.core.image_codec import ImageEncodingError
 from kp_pose_ros.robot.keypoints import RobotKeypointDetector
-from kp_pose_ros.ros.images import rgb8_from_msg
+from kp_pose_ros.ros.images import fresh_rgb8
 from kp_pose_ros.ros.keypoint_msgs import keypoints_2d
 from kp_pose_ros.ros.lifecycle_node import PipelineNode
 from kp_pose_ros.ros.models import inference_params, load_model
 from kp_pose_ros.ros.node_main import spin_node
 from kp_pose_ros.ros.params import Param
 from kp_pose_ros.ros.qos import qos_profile, sensor_qos_params
-from kp_pose_ros.ros.stamps import age_s
 
 
 class RobotKeypointsNode(PipelineNode):
@@ -46,18 +44,8 @@ class RobotKeypointsNode(PipelineNode):
         self.detector = None
 
     def _on_image(self, msg: Image) -> None:
-        age = age_s(self.get_clock(), msg.header.stamp)
-        if self.p.max_image_age_s > 0 and age > self.p.max_image_age_s:
-            self.diagnostics.drop('stale')
-            self.get_logger().warning(f'dropping an image {age:.2f} s old (max_image_age_s '
-                                      f'{self.p.max_image_age_s:g})', throttle_duration_sec=5.0)
-            return
-        try:
-            rgb = rgb8_from_msg(msg)
-        except ImageEncodingError as exc:
-            self.diagnostics.drop('bad_image')
-            self.get_logger().error(f'cannot use image on {self.resolve_topic_name("image")}: {exc}',
-                                    throttle_duration_sec=5.0)
+        rgb = fresh_rgb8(self, msg, self.p.max_image_age_s)
+        if rgb is None:
             return
         if self.worker.submit((msg, rgb)):
             self.diagnostics.drop('busy')

@@ -9,7 +9,8 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from kp_pose_ros.core.camera import PLUMB_BOB, CameraModel, CameraModelError
-from kp_pose_ros.core.image_codec import decode_image, depth_to_metres, encode_image, to_rgb8
+from kp_pose_ros.core.image_codec import ImageEncodingError, decode_image, depth_to_metres, encode_image, to_rgb8
+from kp_pose_ros.ros.stamps import age_s
 
 _IDENTITY_R = np.eye(3).reshape(-1)
 
@@ -37,6 +38,24 @@ def array_to_image(image: np.ndarray, encoding: str, header: Header) -> Image:
 def rgb8_from_msg(msg: Image) -> np.ndarray:
     """A new uint8 HxWx3 RGB array from any colour (or mono8) image message."""
     return to_rgb8(image_to_array(msg), msg.encoding)
+
+
+def fresh_rgb8(node, msg: Image, max_age_s: float, topic: str = 'image') -> np.ndarray | None:
+    """The image as RGB8 for a node's per-frame work, or None when it is older than `max_age_s` (0: any age) or not a
+    colour image; either is logged (throttled) and counted in the node's /diagnostics drops, so callers just return."""
+    age = age_s(node.get_clock(), msg.header.stamp)
+    if max_age_s > 0 and age > max_age_s:
+        node.diagnostics.drop('stale')
+        node.get_logger().warning(f'dropping an image {age:.2f} s old (max_image_age_s {max_age_s:g})',
+                                  throttle_duration_sec=5.0)
+        return None
+    try:
+        return rgb8_from_msg(msg)
+    except ImageEncodingError as exc:
+        node.diagnostics.drop('bad_image')
+        node.get_logger().error(f'cannot use image on {node.resolve_topic_name(topic)}: {exc}',
+                                throttle_duration_sec=5.0)
+        return None
 
 
 def depth_m_from_msg(msg: Image) -> np.ndarray:
