@@ -12,6 +12,9 @@ NODES = {
     'robot_lifter': 'kp_pose_ros.nodes.robot_lifter:main',
     'robot_pose_fitting': 'kp_pose_ros.nodes.robot_pose_fitting:main',
     'calibration_manager': 'kp_pose_ros.nodes.calibration_manager:main',
+    'object_detector': 'kp_pose_ros.nodes.object_detector:main',
+    'object_keypoints': 'kp_pose_ros.nodes.object_keypoints:main',
+    'object_pose': 'kp_pose_ros.nodes.object_pose:main',
 }
 
 setup(

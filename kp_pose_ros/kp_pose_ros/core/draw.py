@@ -29,6 +29,25 @@ def draw_skeleton(rgb: np.ndarray, points_px: np.ndarray, edges: Sequence[tuple[
     return out
 
 
+def draw_box(rgb: np.ndarray, box, color: tuple[int, int, int], label: str = '', thickness: int = 2) -> np.ndarray:
+    """Copy of `rgb` with an xyxy box (pixels) outlined and `label` written above its top-left corner."""
+    out = np.ascontiguousarray(rgb).copy()
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
+    if label:
+        cv2.putText(out, label, (x1, max(y1 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1, cv2.LINE_AA)
+    return out
+
+
+def draw_axes(rgb: np.ndarray, axes_px: np.ndarray, thickness: int = 2) -> np.ndarray:
+    """Copy of `rgb` with a frame's projected axes: `axes_px` (4, 2) is its origin and the x, y, z tips, drawn red,
+    green, blue as in RViz."""
+    out = rgb
+    for tip, color in zip((1, 2, 3), ((255, 0, 0), (0, 255, 0), (0, 0, 255))):
+        out = draw_skeleton(out, np.asarray(axes_px)[[0, tip]], [(0, 1)], color, radius=0, thickness=thickness)
+    return out
+
+
 def chain_edges(n: int) -> list[tuple[int, int]]:
     """Edges of a serial chain of n keypoints (base to tip), the skeleton of an arm."""
     return [(i, i + 1) for i in range(n - 1)]

@@ -7,4 +7,7 @@ NODE_CLASSES = {
     'robot_lifter': 'kp_pose_ros.nodes.robot_lifter:RobotLifterNode',
     'robot_pose_fitting': 'kp_pose_ros.nodes.robot_pose_fitting:RobotPoseFittingNode',
     'calibration_manager': 'kp_pose_ros.nodes.calibration_manager:CalibrationManagerNode',
+    'object_detector': 'kp_pose_ros.nodes.object_detector:ObjectDetectorNode',
+    'object_keypoints': 'kp_pose_ros.nodes.object_keypoints:ObjectKeypointsNode',
+    'object_pose': 'kp_pose_ros.nodes.object_pose:ObjectPoseNode',
 }

@@ -40,3 +40,8 @@ def keypoints_2d(names: Sequence[str], px: np.ndarray, scores: np.ndarray) -> li
 def keypoints_3d(names: Sequence[str], pts: np.ndarray, scores: np.ndarray) -> list[Keypoint3D]:
     return [Keypoint3D(name=n, position=Point(x=float(p[0]), y=float(p[1]), z=float(p[2])), score=float(s))
             for n, p, s in zip(names, pts, scores) if np.all(np.isfinite(p))]
+
+
+def object_keypoint_names(count: int) -> list[str]:
+    """Names of a rigid object's keypoints in messages: kp0 .. kp<count-1>, row k of its 3D keypoints."""
+    return [f'kp{k}' for k in range(count)]

@@ -1,4 +1,4 @@
-"""visualization_msgs builders for RViz: keypoints, skeletons, axes and boxes.
+"""visualization_msgs builders for RViz: keypoints, skeletons, axes, boxes and meshes.
 
 NaN points are missing keypoints: they are skipped, and so is every edge touching one. Markers expire after
 `lifetime_s` (0 = never) so that an object that stops being detected disappears instead of freezing in place.
@@ -155,6 +155,20 @@ def box_marker(T, size, frame: str, stamp: Time, ns: str = 'box', marker_id: int
     # Two corners share an edge when they differ in exactly one coordinate: 12 of the 28 pairs.
     m.points = [_point(corners[k]) for a, b in combinations(range(8), 2)
                 if np.count_nonzero(corners[a] != corners[b]) == 1 for k in (a, b)]
+    return m
+
+
+def mesh_marker(T, resource: str, frame: str, stamp: Time, ns: str = 'mesh', marker_id: int = 0, scale: float = 1.0,
+                rgba: Sequence[float] = (0.8, 0.8, 0.8, 0.6), lifetime_s: float = DEFAULT_LIFETIME_S) -> Marker:
+    """MESH_RESOURCE (`resource`: a file:// or package:// URI RViz can read) at pose T, uniformly scaled by `scale`
+    (0.001 for meshes in millimetres, as BOP's)."""
+    if not resource:
+        raise ValueError('mesh resource must be a non-empty URI')
+    m = _marker(frame, stamp, ns, marker_id, Marker.MESH_RESOURCE, lifetime_s)
+    _set_pose(m, T)
+    m.scale.x = m.scale.y = m.scale.z = _positive(scale, 'scale')
+    m.color = _color(rgba)
+    m.mesh_resource = resource
     return m
 
 
