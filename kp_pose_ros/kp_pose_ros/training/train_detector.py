@@ -142,7 +142,8 @@ def manifest(args, argv: list[str], meta: dict, camera: dict, names: dict, split
                          'onnx_opset': int(model.opset_import[0].version)},
         'training': {
             'command': f'{COMMAND} {shlex.join(argv)}',
-            'seed': args.seed, 'epochs': args.epochs, 'imgsz': args.imgsz, 'batch': args.batch,
+            'seed': args.seed, 'epochs': record['epochs'], 'time_budget_min': args.time_budget_min or None,
+            'imgsz': args.imgsz, 'batch': args.batch,
             'workers': args.workers,
             'data': {'folder': str(args.data), 'meta': meta, 'camera': camera, **split},
             'settings': {k: trainer_args[k] for k in RECORDED_ARGS if k in trainer_args},
@@ -170,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--data', type=Path, required=True, help='bop_writer output folder written with --yolo')
     parser.add_argument('--out', type=Path, required=True, help='the .onnx file to write (manifest: same name .yaml)')
     parser.add_argument('--epochs', type=int, required=True)
+    parser.add_argument('--time-budget-min', type=float, default=0.0,
+                        help="wall-clock budget; ultralytics then fits the epochs (and the LR schedule) to it "
+                             "(0: --epochs decides)")
     parser.add_argument('--imgsz', type=int, required=True, help='square network input side (a multiple of 32)')
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--val-fraction', type=float, default=0.1, help='share of table layouts held out')
@@ -213,10 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     model = YOLO(ARCHITECTURE)
     started = time.perf_counter()
     model.train(data=str(data_yaml), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed,
-                deterministic=True, pretrained=False, name='train', **common)
+                deterministic=True, pretrained=False, name='train',
+                **({'time': args.time_budget_min / 60.0} if args.time_budget_min > 0 else {}), **common)
     wall_time_s = time.perf_counter() - started
     trainer = model.trainer
-    log(f'trained {args.epochs} epochs in {wall_time_s:.0f} s')
+    log(f'trained {trainer.epoch + 1} epochs in {wall_time_s:.0f} s')
 
     last = YOLO(str(trainer.last))
     parameters = int(sum(p.numel() for p in last.model.parameters()))
@@ -238,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f'held-out val: mAP50 {metrics["mAP50"]}, mAP50-95 {metrics["mAP50_95"]}, precision '
         f'{metrics["precision"]}, recall {metrics["recall"]}')
 
-    record = {'wall_time_s': round(wall_time_s, 1), 'machine': machine(), 'amp': bool(trainer.amp),
+    record = {'wall_time_s': round(wall_time_s, 1), 'epochs': trainer.epoch + 1, 'machine': machine(),
+              'amp': bool(trainer.amp),
               'history': history(Path(trainer.save_dir) / 'results.csv')}
     path = write_manifest(args.out, manifest(args, argv, meta, camera, names, split, vars(trainer.args), parameters,
                                              record, metrics, args.out))
