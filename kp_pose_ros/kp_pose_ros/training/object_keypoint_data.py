@@ -61,7 +61,7 @@ class InstanceSet:
     keypoints: np.ndarray
     object_index: np.ndarray
     obj_ids: tuple[int, ...]
-    layouts: np.ndarray  # (N,) scene * 10**6 + layout number, for the split
+    layouts: np.ndarray  # (N,) source * 10**9 + scene * 10**6 + layout number, for the split
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -72,8 +72,9 @@ class InstanceSet:
 
 
 def load_instances(root: str | Path, keypoints: ObjectKeypoints, split: str = 'train_pbr',
-                   views_per_layout: int = 5, max_frames: int | None = None) -> InstanceSet:
-    """Every instance of the objects in `keypoints` with visib_fract >= MIN_VISIB_FRACT, as stored crops."""
+                   views_per_layout: int = 5, max_frames: int | None = None, source: int = 0) -> InstanceSet:
+    """Every instance of the objects in `keypoints` with visib_fract >= MIN_VISIB_FRACT, as stored crops; `source`
+    numbers the folder when several are concatenated."""
     dataset = BopDataset(root, split=split, targets=False)
     obj_ids = tuple(sorted(keypoints.points))
     index_of = {obj_id: i for i, obj_id in enumerate(obj_ids)}
@@ -96,12 +97,20 @@ def load_instances(root: str | Path, keypoints: ObjectKeypoints, split: str = 't
             pixels = camera @ frame.K.T
             points.append(transforms[-1].to_crop(pixels[:, :2] / pixels[:, 2:]))
             objects.append(index_of[gt.obj_id])
-            layouts.append(frame.scene_id * 10**6 + frame.im_id // views_per_layout)
+            layouts.append(source * 10**9 + frame.scene_id * 10**6 + frame.im_id // views_per_layout)
         crops.append(crop_images(rgb, transforms, pad_value=kd.PAD_VALUE))
     if not crops:
         raise ValueError(f'no instances of objects {list(obj_ids)} with visib_fract >= {MIN_VISIB_FRACT} in {root}')
     return InstanceSet(np.concatenate(crops), np.stack(points).astype(np.float32), np.array(objects),
                        obj_ids, np.array(layouts))
+
+
+def concatenate(sets: list[InstanceSet]) -> InstanceSet:
+    if len({s.obj_ids for s in sets}) != 1:
+        raise ValueError('instance sets of different object sets cannot be concatenated')
+    return InstanceSet(*(np.concatenate([getattr(s, f) for s in sets])
+                         for f in ('crops', 'keypoints', 'object_index')), sets[0].obj_ids,
+                       np.concatenate([s.layouts for s in sets]))
 
 
 def split(instances: InstanceSet) -> tuple[InstanceSet, InstanceSet]:

@@ -192,12 +192,16 @@ def main(argv: list[str] | None = None) -> int:
 
     yolo_dir = args.data / 'yolo'
     meta = yaml.safe_load((args.data / 'meta.yaml').read_text(encoding='utf-8'))
-    if not meta.get('complete') or not meta.get('yolo'):
-        raise SystemExit(f'{args.data}: not a complete bop_writer dataset written with --yolo (meta.yaml: '
-                         f'complete={meta.get("complete")}, yolo={meta.get("yolo")})')
+    if not meta.get('yolo'):
+        raise SystemExit(f'{args.data}: not a bop_writer dataset written with --yolo (meta.yaml: yolo='
+                         f'{meta.get("yolo")})')
+    if not meta.get('complete'):
+        # The writer renames each frame into place whole, so a stopped render leaves complete frames only.
+        log(f'{args.data} is incomplete (meta.yaml complete: false): training on the frames written so far')
     names = yaml.safe_load((yolo_dir / 'data.yaml').read_text(encoding='utf-8'))['names']
     camera = json.loads((args.data / 'camera.json').read_text(encoding='utf-8'))
-    images = sorted((yolo_dir / 'images').glob('*.png'))
+    # A frame's label file is written after its image: an image without one is a frame cut short, not background.
+    images = sorted(i for i in (yolo_dir / 'images').glob('*.png') if (yolo_dir / 'labels' / f'{i.stem}.txt').is_file())
     train, val = split_images(images, meta, args.val_fraction, args.seed)
     work = (Path('build') / 'train_detector' / args.out.stem).resolve()
     data_yaml = write_split(work, yolo_dir, names, train, val)

@@ -200,7 +200,8 @@ def manifest(args, keypoints: ObjectKeypoints, names: dict, keypoints_file: str,
                                     'with BasicBlocks, two deconvolutions with skips, stride 4)',
                     'width': args.width, 'activation': args.activation, 'parameters': sizes[0]},
         'training': {
-            'data': {'folder': str(args.data), 'meta': data_meta, 'instances': {'train': sizes[1], 'val': sizes[2]},
+            'data': {'folders': [str(d) for d in args.data], 'meta': data_meta,
+                     'instances': {'train': sizes[1], 'val': sizes[2]},
                      'min_visib_fract': od.MIN_VISIB_FRACT, 'validation': f'every {od.VALIDATION_EVERY}th table '
                                                                            'layout, never trained on'},
             'models': {'folder': str(args.models), 'licence': args.models_licence},
@@ -226,7 +227,8 @@ def manifest(args, keypoints: ObjectKeypoints, names: dict, keypoints_file: str,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--data', type=Path, required=True, help='BOP folder written by sim.bop_writer')
+    parser.add_argument('--data', type=Path, nargs='+', required=True,
+                        help='BOP folder(s) written by sim.bop_writer')
     parser.add_argument('--models', type=Path, required=True, help='the BOP model folder the data was rendered from')
     parser.add_argument('--models-licence', default='', help='licence of the model set, recorded in the manifest')
     parser.add_argument('--set', required=True, help='object set name: files are <set>_keypoints.{onnx,yaml}')
@@ -259,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
 
     models = load_bop_models(args.models)
     keypoints = ObjectKeypoints.for_models(models, args.kind, args.keypoints, args.seed)
-    instances = od.load_instances(args.data, keypoints, max_frames=args.max_frames)
+    instances = od.concatenate([od.load_instances(root, keypoints, max_frames=args.max_frames, source=k)
+                                for k, root in enumerate(args.data)])
     frames, val = od.split(instances)
     log(f'{len(frames)} training and {len(val)} validation instances of {len(keypoints.points)} objects')
     num_keypoints = keypoints_per_object(keypoints)
@@ -279,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     difference = export_onnx(model, path, kd.normalise(sample_images))
     keypoints_file = f'{args.set}_keypoints_3d.yaml'
     keypoints.save(args.out / keypoints_file)
-    meta_path = args.data / 'meta.yaml'
-    data_meta = yaml.safe_load(meta_path.read_text(encoding='utf-8')) if meta_path.is_file() else {}
+    data_meta = {str(root): yaml.safe_load((root / 'meta.yaml').read_text(encoding='utf-8'))
+                 for root in args.data if (root / 'meta.yaml').is_file()}
     names = {obj_id: model.name for obj_id, model in models.items()}
     sizes = (sum(p.numel() for p in model.parameters()), len(frames), len(val))
     data = manifest(args, keypoints, names, keypoints_file, data_meta, record, smoothing, smoothing_errors,
