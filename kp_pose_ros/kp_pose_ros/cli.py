@@ -153,7 +153,8 @@ def eval_object_pose(args) -> int:
         models_eval = load_bop_models(dataset.models_dir)
         config = ObjectEstimatorConfig(use_depth=args.depth, track=False)
         estimator = load_estimator(args.models, models_eval, config, args.providers, args.threads)
-        results[root] = pose_eval.evaluate(estimator, dataset, models_eval, use_depth=args.depth)
+        results[root] = pose_eval.evaluate(estimator, dataset, models_eval, use_depth=args.depth,
+                                           max_frames=args.max_frames)
         print(pose_eval.report(root, results[root]), flush=True)
     if args.out:
         with open(args.out, 'w', encoding='utf-8') as f:
@@ -275,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                    help='object_pose: object set whose models to run (<set>_detector.onnx, <set>_keypoints.onnx '
                         'in the package models/, or a path prefix to such files)')
     p.add_argument('--depth', action='store_true', help='object_pose: refine and check poses with depth/')
+    p.add_argument('--max-frames', type=int, default=None, help='object_pose: only the first N frames')
     p.add_argument('--dataset', nargs='+', default=None,
                    help='robot-layout dataset folder(s) (sim.dataset: meta.yaml, annotations.jsonl, rgb/, depth/); '
                         'robot_calib: frames sharing camera_index form one static-camera sequence')

@@ -135,3 +135,22 @@ def test_shipped_models_run_end_to_end(rendered):
     for pose in result.poses:
         assert np.isfinite(pose.T_cam_obj).all() and pose.T_cam_obj[2, 3] > 0
         assert pose.keypoints_px.shape == (estimator.keypoint_model.num_keypoints, 2)
+
+
+def test_shipped_models_on_real_lmo_frames():
+    """The real LINEMOD-Occluded frames go through the same evaluation (accuracy is the README's, not a test's)."""
+    root = _lmo_or_skip()
+    detector_file, keypoints_file = model_set_files('lmo')
+    if not detector_file.is_file() or not keypoints_file.is_file():
+        pytest.skip('the lmo object models are not trained in this checkout')
+    from kp_pose_ros.objects.estimator import load_estimator
+
+    dataset = BopDataset(root)
+    models = load_bop_models(dataset.models_dir)
+    estimator = load_estimator('lmo', models, ObjectEstimatorConfig(track=False), 'cpu', 1)
+    figures = pose_eval.evaluate(estimator, dataset, models, max_frames=2)
+    assert figures['frames'] == 2
+    assert set(figures['per_object']) <= {f'obj_{i:06d}' for i in estimator.keypoint_model.obj_ids}
+    assert sum(o['instances'] for o in figures['per_object'].values()) > 0
+    assert 0.0 <= figures['detector']['recall'] <= 1.0
+    assert pose_eval.report(str(root), figures).count('\n') >= 3

@@ -8,6 +8,7 @@ scored on its own: recall and precision at IoU 0.5 against the visible boxes, an
 """
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 import numpy as np
@@ -27,13 +28,13 @@ def _latency(values: list[float]) -> dict:
 
 
 def evaluate(estimator: ObjectPoseEstimator, dataset: BopDataset, models_eval: dict[int, ObjectModel],
-             use_depth: bool = False, progress=None) -> dict:
-    """Figures for every frame of `dataset` (see the module docstring)."""
+             use_depth: bool = False, max_frames: int | None = None, progress=None) -> dict:
+    """Figures for the frames of `dataset` (the first `max_frames`; see the module docstring)."""
     known = set(estimator.keypoint_model.obj_ids)
     errors, diameters = defaultdict(list), {}
     stage_ms = defaultdict(list)
     images = []  # per frame, for the detector's figures
-    frames = list(dataset.frames())
+    frames = list(itertools.islice(dataset.frames(), max_frames))
     for n, frame in enumerate(frames):
         rgb = dataset.load_rgb(frame)
         depth = dataset.load_depth(frame) if use_depth and frame.depth_path is not None else None
