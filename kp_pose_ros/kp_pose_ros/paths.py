@@ -24,3 +24,9 @@ def config_file(name: str) -> Path:
 
 def model_file(name: str) -> Path:
     return data_dir('models') / name
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data beside the repository (development data sets, kept out of the repository for
+    their licences). It may not exist (a colcon install, another machine): callers check and say so."""
+    return _SOURCE_ROOT.parent.parent.joinpath('shared', 'data', *parts)

@@ -1,6 +1,7 @@
 """Graph `object_pose`: 6-DoF poses of known rigid objects (paper 004) on a RealSense, an Azure Kinect or the
 synthetic camera: YOLOv10 detector -> keypoints on detection crops -> PnP (with the aligned depth when rgbd:=true),
-all under one namespace. The models of an object set are <set>_detector.onnx and <set>_keypoints.onnx in the
+all under one namespace; camera:=sim renders table-top layouts of the objects with their true poses on
+/sim/objects. The models of an object set are <set>_detector.onnx and <set>_keypoints.onnx in the
 package's models/ unless named explicitly."""
 from kp_pose_ros.graphs.cameras import CAMERA_PRESETS, camera_preset
 from kp_pose_ros.graphs.sim_camera import GRAPH as SIM_CAMERA_GRAPH
@@ -31,9 +32,10 @@ def build(args):
                              ('camera_info', camera.camera_info_topic)]),
     ]
     if args['camera'] == 'sim':
-        # sim_camera's own defaults for everything this graph does not set.
+        # Table-top scenes of the objects, sim_camera's own defaults for everything this graph does not set.
         nodes += SIM_CAMERA_GRAPH.nodes({'camera_model': args['sim_camera_model'], 'rate_hz': args['sim_rate_hz'],
-                                         'seed': args['seed']})
+                                         'seed': args['seed'], 'scene': 'objects',
+                                         'objects_dir': args['sim_objects_dir']})
     return nodes
 
 
@@ -61,6 +63,8 @@ GRAPH = Graph(
         Argument('sim_camera_model', 'realsense_d435', 'camera:=sim only: intrinsics preset.'),
         Argument('sim_rate_hz', '10.0', 'camera:=sim only: frame rate.'),
         Argument('seed', '0', 'camera:=sim only: scene seed.'),
+        Argument('sim_objects_dir', '', 'camera:=sim only: BOP model folder of the objects on the table (ground truth '
+                 '/sim/objects); empty: ../shared/data/lmo/models beside the repository where it exists.'),
     ),
     build=build,
 )

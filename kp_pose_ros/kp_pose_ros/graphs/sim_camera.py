@@ -1,8 +1,17 @@
 """Graph `sim_camera`: the synthetic RGB-D camera alone, publishing the RealSense topic set (make sim)."""
 from kp_pose_ros.graphs.spec import Argument, Graph, NodeSpec, as_bool
+from kp_pose_ros.paths import shared_data
+
+
+def objects_dir(value: str = '') -> str:
+    """The object folder of scene:=objects: `value`, else the LINEMOD models beside the repository
+    (../shared/data/lmo/models) where they exist, else '' (the node then says what it needs)."""
+    default = shared_data('lmo', 'models')
+    return value or (str(default) if default.is_dir() else '')
 
 
 def build(args):
+    objects = args['scene'] == 'objects'
     return [NodeSpec(
         name='camera', namespace='/camera', executable='sim_camera',
         node_class='kp_pose_ros.nodes.sim_camera:SimCameraNode',
@@ -18,13 +27,24 @@ def build(args):
             'shadows': as_bool(args['shadows']),
             'depth_sensor': args['depth_sensor'],
             'camera_effects': as_bool(args['camera_effects']),
+            'scene': args['scene'],
+            'objects_dir': objects_dir(args['objects_dir']) if objects else args['objects_dir'],
+            'objects_per_layout': int(args['objects_per_layout']),
+            'views_per_layout': int(args['views_per_layout']),
         })]
 
 
 GRAPH = Graph(
     name='sim_camera',
-    description='Synthetic RGB-D camera (pybullet, Franka Panda) on the RealSense topics, ground truth under /sim/.',
+    description='Synthetic RGB-D camera (pybullet: a Franka Panda, or table-top objects) on the RealSense topics, '
+                'ground truth under /sim/.',
     arguments=(
+        Argument('scene', 'robot', 'robot: a moving Franka Panda; objects: table-top layouts of objects_dir\'s models '
+                 '(ground truth /sim/objects).', choices=('robot', 'objects')),
+        Argument('objects_dir', '', 'scene:=objects: BOP model folder; empty: ../shared/data/lmo/models beside the '
+                 'repository where it exists.'),
+        Argument('objects_per_layout', '8', 'scene:=objects: objects dropped onto each table.'),
+        Argument('views_per_layout', '10', 'scene:=objects: frames (camera poses) per table layout.'),
         Argument('camera_model', 'realsense_d435', 'Intrinsics preset of the simulated camera.'),
         Argument('rate_hz', '10.0', 'Frame rate (Hz).'),
         Argument('seed', '0', 'Scene seed; the same seed gives the same frames.'),

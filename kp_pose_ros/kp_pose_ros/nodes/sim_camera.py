@@ -1,18 +1,25 @@
 """Synthetic RGB-D camera: publishes what a RealSense driver publishes (colour, aligned depth, camera_info, the
-static optical transform), rendered by pybullet around a moving robot arm, plus ground truth under /sim/.
+static optical transform), rendered by pybullet, plus ground truth under /sim/. Two scenes: a moving robot arm (joint
+states, camera pose, keypoints) for robot_calib, or table-top layouts of a BOP model set (every object's pose and
+visibility) for object_pose.
 
 Frames are rendered from the frame index, not the wall clock, so a run is deterministic for a seed however fast the
 machine is; stamps are the node's clock (use_sim_time works)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from geometry_msgs.msg import Point, PoseStamped
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header, String
+from vision_msgs.msg import Detection3DArray
 
 from kp_pose_msgs.msg import Keypoint2D, Keypoint3D, KeypointArray, KeypointInstance
 from kp_pose_ros.core.image_codec import metres_to_depth
 from kp_pose_ros.core.transforms import make_transform, quat_xyzw_to_matrix
+from kp_pose_ros.objects.models import load_bop_models
+from kp_pose_ros.ros.detections import detection_3d
 from kp_pose_ros.ros.images import array_to_image, camera_info_from_model
 from kp_pose_ros.ros.joint_states import joint_state
 from kp_pose_ros.ros.lifecycle_node import ConfigureError, PipelineNode
@@ -24,6 +31,7 @@ from kp_pose_ros.ros.tf import StaticTfBroadcaster, transform_stamped
 from kp_pose_ros.sim.camera_effects import EffectRanges
 from kp_pose_ros.sim.camera_presets import PRESET_NAMES, camera_from_fov, preset
 from kp_pose_ros.sim.depth_sensors import DEPTH_SENSOR_NAMES
+from kp_pose_ros.sim.objects import ObjectFrame, ObjectScene, ObjectSceneConfig
 from kp_pose_ros.sim.renderer import RendererError
 from kp_pose_ros.sim.scene import RENDERERS, SceneConfig, SimScene
 from kp_pose_ros.sim.trajectory import RandomWaypointTrajectory
@@ -53,6 +61,17 @@ def camera_messages(frame, camera, header) -> tuple[Image, CameraInfo, Image]:
 
 class SimCameraNode(PipelineNode):
     PARAMS = (
+        Param('scene', 'robot', '"robot": a Franka Panda moving through random poses (ground truth /sim/joint_states, '
+              '/sim/camera_pose, /sim/keypoints); "objects": table-top layouts of the models in objects_dir seen from '
+              'a new camera pose each frame (ground truth /sim/objects). The arm, camera placement, distractor and '
+              'robot-state parameters apply to "robot" only; "objects" needs renderer "pbr".',
+              choices=('robot', 'objects')),
+        Param('objects_dir', '', 'scene "objects": BOP model folder (obj_XXXXXX.ply in mm, models_info.json) whose '
+              'objects are dropped onto the table.'),
+        Param('objects_per_layout', 8, 'scene "objects": objects dropped per layout, drawn with repeats (those that '
+              'fall off the table are left out).', min_value=1, max_value=30),
+        Param('views_per_layout', 10, 'scene "objects": frames per layout, each from a new camera pose with new '
+              'lights and backdrop; then a new table and new objects.', min_value=1, max_value=100000),
         Param('camera_model', 'realsense_d435', 'Intrinsics preset of the simulated colour camera, or "fov" to use '
               'width/height/hfov_deg.', choices=PRESET_NAMES + ('fov',)),
         Param('width', 640, 'Image width in pixels (camera_model "fov" only).', min_value=16, max_value=4096),
@@ -105,35 +124,42 @@ class SimCameraNode(PipelineNode):
         p = self.p
         camera = (camera_from_fov(p.width, p.height, p.hfov_deg) if p.camera_model == 'fov'
                   else preset(p.camera_model))
-        depth = (dict(depth_noise_std_m=p.depth_noise_std_m) if p.depth_sensor == 'gaussian'
-                 else dict(depth_sensor=p.depth_sensor))
+        sensor = dict(random_background=p.random_background, shadows=p.shadows,
+                      camera_effects=EffectRanges() if p.camera_effects else None,
+                      **(dict(depth_noise_std_m=p.depth_noise_std_m) if p.depth_sensor == 'gaussian'
+                         else dict(depth_sensor=p.depth_sensor)))
+        self.camera = camera
+        self.frame_index = 0
+        self.optical_frame = f'{p.camera_name}_color_optical_frame'
         try:
-            self.scene = SimScene(SceneConfig(camera=camera, num_distractors=p.num_distractors,
-                                              random_background=p.random_background, renderer=p.renderer,
-                                              shadows=p.shadows,
-                                              camera_effects=EffectRanges() if p.camera_effects else None, **depth),
-                                  seed=p.seed)
+            if p.scene == 'objects':
+                self._configure_objects(camera, sensor)
+            else:
+                self._configure_robot(camera, sensor)
         except RendererError as exc:
             raise ConfigureError(f'{exc} (renderer:=tiny needs no OpenGL)') from exc
-        self.camera = camera
-        # Waypoints in collision with the floor or the arm itself are redrawn (the motion between is not checked).
-        self.trajectory = RandomWaypointTrajectory(self.scene.joint_limits, seed=p.seed, speed=p.joint_speed,
-                                                   accept=lambda q: not self.scene.in_collision(q))
-        self.frame_index = 0
-        self.scene_time_s = 0.0
-        self.optical_frame = f'{p.camera_name}_color_optical_frame'
-        # The scene is placed by its optical frame.
-        self.T_link_optical = T_LINK_COLOR @ T_COLOR_OPTICAL
-        try:
-            self._place_camera()
-        except ValueError as exc:
-            raise ConfigureError(str(exc)) from exc
 
         qos = qos_profile(p.qos_reliability, p.qos_depth)
         self.pub_color = self.create_publisher(Image, '~/color/image_raw', qos)
         self.pub_color_info = self.create_publisher(CameraInfo, '~/color/camera_info', qos)
         self.pub_depth = self.create_publisher(Image, '~/aligned_depth_to_color/image_raw', qos)
         self.pub_depth_info = self.create_publisher(CameraInfo, '~/aligned_depth_to_color/camera_info', qos)
+        self.static_tf = StaticTfBroadcaster(self)
+
+    def _configure_robot(self, camera, sensor: dict) -> None:
+        p = self.p
+        self.scene = SimScene(SceneConfig(camera=camera, num_distractors=p.num_distractors, renderer=p.renderer,
+                                          **sensor), seed=p.seed)
+        # Waypoints in collision with the floor or the arm itself are redrawn (the motion between is not checked).
+        self.trajectory = RandomWaypointTrajectory(self.scene.joint_limits, seed=p.seed, speed=p.joint_speed,
+                                                   accept=lambda q: not self.scene.in_collision(q))
+        self.scene_time_s = 0.0
+        # The scene is placed by its optical frame.
+        self.T_link_optical = T_LINK_COLOR @ T_COLOR_OPTICAL
+        try:
+            self._place_camera()
+        except ValueError as exc:
+            raise ConfigureError(str(exc)) from exc
         self.pub_gt_joints = self.create_publisher(JointState, '/sim/joint_states', 10)
         self.pub_gt_pose = self.create_publisher(PoseStamped, '/sim/camera_pose', 10)
         self.pub_gt_keypoints = self.create_publisher(KeypointArray, '/sim/keypoints', 10)
@@ -141,11 +167,25 @@ class SimCameraNode(PipelineNode):
         if p.publish_robot_state:
             self.pub_joints = self.create_publisher(JointState, '/joint_states', 10)
             self.pub_description = self.create_publisher(String, '/robot_description', LATCHED_QOS)
-        self.static_tf = StaticTfBroadcaster(self)
+
+    def _configure_objects(self, camera, sensor: dict) -> None:
+        p = self.p
+        if not p.objects_dir:
+            raise ConfigureError('scene "objects" needs objects_dir: a BOP model folder (obj_XXXXXX.ply, '
+                                 'models_info.json)')
+        if p.renderer != 'pbr':
+            raise ConfigureError('scene "objects" draws each model\'s own mesh, which needs renderer "pbr"')
+        try:
+            self.models = load_bop_models(Path(p.objects_dir).expanduser())
+        except (OSError, ValueError) as exc:
+            raise ConfigureError(f'objects_dir {p.objects_dir}: {exc}') from exc
+        self.scene = ObjectScene(self.models, ObjectSceneConfig(camera=camera, objects_per_layout=p.objects_per_layout,
+                                                                **sensor), seed=p.seed)
+        self.pub_gt_objects = self.create_publisher(Detection3DArray, '/sim/objects', 10)
 
     def activate(self) -> None:
         p = self.p
-        if p.publish_robot_state:
+        if p.scene == 'robot' and p.publish_robot_state:
             self.pub_description.publish(String(data=self.scene.urdf_text))
         now = self.get_clock().now().to_msg()
         self.static_tf.send(driver_static_transforms(p.camera_name, now))
@@ -153,9 +193,10 @@ class SimCameraNode(PipelineNode):
         # advances per rendered frame, so the frames stay the same for a seed however many ticks are skipped.
         self.renderer = self.create_worker(self._render, 'rendering')
         self.timer = self.create_timer(1.0 / p.rate_hz, lambda: self.renderer.submit(None))
+        scene = f'{len(self.models)} objects of {p.objects_dir}' if p.scene == 'objects' else 'robot'
         self.get_logger().info(
             f'sim camera {p.camera_model} {self.camera.width}x{self.camera.height} (HFOV '
-            f'{self.camera.hfov_deg:.1f} deg) at {p.rate_hz:g} Hz, seed {p.seed}; topics under '
+            f'{self.camera.hfov_deg:.1f} deg) at {p.rate_hz:g} Hz, {scene} scene, seed {p.seed}; topics under '
             f'{self.get_namespace().rstrip("/")}/{self.get_name()}/')
 
     def cleanup(self) -> None:
@@ -178,6 +219,13 @@ class SimCameraNode(PipelineNode):
             self.scene.randomize_camera()
 
     def _render(self, _tick=None) -> None:
+        objects = self.p.scene == 'objects'
+        frame = self._next_object_frame() if objects else self._next_robot_frame()
+        self.frame_index += 1
+        (self.publish_object_frame if objects else self.publish_frame)(frame, self.get_clock().now().to_msg())
+        self.diagnostics.output('color/image_raw')
+
+    def _next_robot_frame(self):
         # Scene time advances one frame period per frame (not with the wall clock), so a run is deterministic and a
         # live change of rate_hz changes the pace, not the arm's position.
         t, step = self.scene_time_s, 1.0 / self.p.rate_hz
@@ -187,19 +235,47 @@ class SimCameraNode(PipelineNode):
             self.scene.randomize_camera()
         q = self.trajectory.at(t) if self.p.trajectory == 'random' else np.asarray(self.p.static_joints, float)
         self.scene.set_joint_positions(q)
-        frame = self.scene.render()
-        self.frame_index += 1
         self.scene_time_s += step
-        self.publish_frame(frame, self.get_clock().now().to_msg())
-        self.diagnostics.output('color/image_raw')
+        return self.scene.render()
 
-    def publish_frame(self, frame, stamp) -> None:
+    def _next_object_frame(self) -> ObjectFrame:
+        """A new view every frame, a new layout every views_per_layout frames (the first shows the layout the scene
+        was built with)."""
+        if self.frame_index > 0 and self.frame_index % self.p.views_per_layout == 0:
+            self.scene.new_layout()
+        elif self.frame_index > 0:
+            self.scene.new_view()
+        return self.scene.render()
+
+    def _publish_camera(self, frame, stamp) -> Header:
         header = Header(stamp=stamp, frame_id=self.optical_frame)
         color, info, depth = camera_messages(frame, self.camera, header)
         self.pub_color.publish(color)
         self.pub_color_info.publish(info)
         self.pub_depth.publish(depth)
         self.pub_depth_info.publish(info)
+        return header
+
+    def publish_object_frame(self, frame: ObjectFrame, stamp) -> None:
+        header = self._publish_camera(frame.frame, stamp)
+        self.pub_gt_objects.publish(self._objects_msg(frame, header))
+
+    def _objects_msg(self, frame: ObjectFrame, header) -> Detection3DArray:
+        """Every object of the layout as a Detection3D (the object nodes' convention, ros.detections): class
+        obj_XXXXXX, pose camera <- model, model box; score = the visible share of its silhouette in the image (BOP's
+        visib_fract: 0 when hidden or out of view), so consumers choose which objects count as seen."""
+        msg = Detection3DArray(header=header)
+        for k, instance in enumerate(frame.instances):
+            model = self.models[instance.obj_id]
+            full = frame.full_masks[k]
+            silhouette = np.count_nonzero(full)
+            visible = np.count_nonzero(full & frame.visible_mask(k)) / silhouette if silhouette else 0.0
+            msg.detections.append(detection_3d(header, model.name, visible, instance.T_cam_obj, f'{model.name}_{k}',
+                                               model.box_min_m, model.box_size_m))
+        return msg
+
+    def publish_frame(self, frame, stamp) -> None:
+        header = self._publish_camera(frame, stamp)
 
         base_header = Header(stamp=stamp, frame_id=self.p.base_frame)
         joints = joint_state(frame.joint_names, frame.joint_positions, stamp)
