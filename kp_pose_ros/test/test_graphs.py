@@ -293,6 +293,19 @@ def test_robot_calib_runs_the_lifter_only_when_joints_may_be_unknown():
     assert specs['robot_pose_fitting'].parameters['joints_mode'] == 'known'
 
 
+def test_object_pose_on_the_sim_camera_renders_table_top_objects(tmp_path):
+    from kp_pose_ros.paths import shared_data
+
+    graph = get_graph('object_pose')
+    camera = {s.name: s for s in graph.nodes({'camera': 'sim', 'sim_objects_dir': str(tmp_path)})}['camera']
+    assert camera.parameters['scene'] == 'objects' and camera.parameters['objects_dir'] == str(tmp_path)
+    lmo = shared_data('lmo', 'models')
+    default = {s.name: s for s in graph.nodes({'camera': 'sim'})}['camera'].parameters['objects_dir']
+    assert default == (str(lmo) if lmo.is_dir() else '')
+    robot = get_graph('sim_camera').nodes()[0].parameters
+    assert robot['scene'] == 'robot' and robot['objects_dir'] == ''
+
+
 def test_every_executable_is_a_console_script():
     setup_py = (Path(__file__).resolve().parents[1] / 'setup.py').read_text()
     for name in GRAPH_NAMES:
