@@ -2,7 +2,7 @@
 RUN := scripts/run.sh
 PYTEST := $(RUN) python -m pytest
 
-.PHONY: setup setup-jazzy test test-jazzy lint demo sim sim-check bench dataset clean
+.PHONY: setup setup-jazzy test test-jazzy lint demo demo-objects sim sim-check bench dataset clean
 
 setup:
 	@bash scripts/setup.sh
@@ -26,6 +26,11 @@ lint: setup
 ## make demo: the main job on the built-in synthetic camera.
 demo: setup
 	$(RUN) kp-pose demo
+
+## make demo-objects: known-object poses (object_pose graph, lmo models) on the synthetic camera's table-top scenes,
+## scored per object against its ground truth (needs the LINEMOD meshes in ../shared/data/lmo/models).
+demo-objects: setup
+	$(RUN) kp-pose demo objects
 
 ## make sim: the synthetic RGB-D camera in the foreground (Ctrl-C stops); inspect it from another shell with
 ##   scripts/run.sh kp-pose topics    and    scripts/run.sh kp-pose hz /camera/camera/color/image_raw

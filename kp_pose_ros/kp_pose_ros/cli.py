@@ -7,6 +7,7 @@
   kp-pose hz /camera/camera/color/image_raw [--duration 5]
   kp-pose bench sim_camera
   kp-pose demo [--duration 8]
+  kp-pose demo objects [--duration 60]    object poses on the sim camera, scored against its ground truth
   kp-pose play BAG [--rate 2] [--loop] [--clock] [--remap /camera/color/image_raw:=/image] [--topics T ...]
   kp-pose record OUT /camera/color/image_raw /tf_static [--storage mcap|sqlite3] [--duration 10]
   kp-pose eval robot_keypoints --dataset DIR [--model M.onnx] [--threshold T] [--out results.json]
@@ -122,6 +123,10 @@ def cmd_hz(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    if args.demo_args[:1] == ['objects']:
+        from kp_pose_ros.demo_objects import main as objects_main
+
+        return objects_main(args.demo_args[1:])
     from kp_pose_ros.demo import main as demo_main
 
     return demo_main(args.demo_args)
@@ -259,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--wait', type=float, default=5.0, help='discovery time (s)')
     p.add_argument('--qos', default='sensor_data', choices=('sensor_data', 'reliable'))
     p.set_defaults(fn=cmd_hz)
-    p = sub.add_parser('demo', help='the main job on the synthetic camera (make demo); kp-pose demo --help',
-                       add_help=False)
+    p = sub.add_parser('demo', help='the main job on the synthetic camera (make demo); `demo objects`: object poses '
+                       '(make demo-objects); kp-pose demo [objects] --help', add_help=False)
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser('bench', help='run a benchmark and write its results file')
     p.add_argument('name')

@@ -12,12 +12,13 @@ from vision_msgs.msg import (
     Detection2D,
     Detection2DArray,
     Detection3D,
+    Detection3DArray,
     ObjectHypothesis,
     ObjectHypothesisWithPose,
 )
 
 from kp_pose_ros.core.transforms import make_transform
-from kp_pose_ros.ros.poses import pose_from_matrix
+from kp_pose_ros.ros.poses import matrix_from_pose, pose_from_matrix
 
 
 def bbox_2d(box) -> BoundingBox2D:
@@ -68,3 +69,14 @@ def detection_3d(header: Header, name: str, score: float, T_cam_obj: np.ndarray,
         det.bbox.size.x, det.bbox.size.y, det.bbox.size.z = map(float, box_size_m)
     det.bbox.center = pose_from_matrix(T_centre)
     return det
+
+
+def detections_3d_from_msg(msg: Detection3DArray) -> list[tuple[str, float, np.ndarray]]:
+    """(class name, score, T_cam_obj (4, 4)) of each detection, by its best hypothesis; detections without one are
+    left out."""
+    out = []
+    for det in msg.detections:
+        best = max(det.results, key=lambda r: r.hypothesis.score, default=None)
+        if best is not None:
+            out.append((best.hypothesis.class_id, float(best.hypothesis.score), matrix_from_pose(best.pose.pose)))
+    return out
