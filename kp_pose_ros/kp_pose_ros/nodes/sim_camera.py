@@ -193,10 +193,11 @@ class SimCameraNode(PipelineNode):
         # advances per rendered frame, so the frames stay the same for a seed however many ticks are skipped.
         self.renderer = self.create_worker(self._render, 'rendering')
         self.timer = self.create_timer(1.0 / p.rate_hz, lambda: self.renderer.submit(None))
-        scene = f'{len(self.models)} objects of {p.objects_dir}' if p.scene == 'objects' else 'robot'
+        scene = f'objects scene ({len(self.models)} models of {p.objects_dir})' if p.scene == 'objects' \
+            else 'robot scene'
         self.get_logger().info(
             f'sim camera {p.camera_model} {self.camera.width}x{self.camera.height} (HFOV '
-            f'{self.camera.hfov_deg:.1f} deg) at {p.rate_hz:g} Hz, {scene} scene, seed {p.seed}; topics under '
+            f'{self.camera.hfov_deg:.1f} deg) at {p.rate_hz:g} Hz, {scene}, seed {p.seed}; topics under '
             f'{self.get_namespace().rstrip("/")}/{self.get_name()}/')
 
     def cleanup(self) -> None:
