@@ -159,7 +159,7 @@ def eval_object_pose(args) -> int:
         config = ObjectEstimatorConfig(use_depth=args.depth, track=False)
         estimator = load_estimator(args.models, models_eval, config, args.providers, args.threads)
         results[root] = pose_eval.evaluate(estimator, dataset, models_eval, use_depth=args.depth,
-                                           max_frames=args.max_frames)
+                                           max_frames=args.max_frames, gt_boxes=args.gt_boxes)
         print(pose_eval.report(root, results[root]), flush=True)
     if args.out:
         with open(args.out, 'w', encoding='utf-8') as f:
@@ -282,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                         'in the package models/, or a path prefix to such files)')
     p.add_argument('--depth', action='store_true', help='object_pose: refine and check poses with depth/')
     p.add_argument('--max-frames', type=int, default=None, help='object_pose: only the first N frames')
+    p.add_argument('--gt-boxes', action='store_true',
+                   help='object_pose: annotated visible boxes instead of the detector (isolates keypoints + PnP)')
     p.add_argument('--dataset', nargs='+', default=None,
                    help='robot-layout dataset folder(s) (sim.dataset: meta.yaml, annotations.jsonl, rgb/, depth/); '
                         'robot_calib: frames sharing camera_index form one static-camera sequence')

@@ -1,5 +1,5 @@
-"""The object pipeline's estimator and `kp-pose eval object_pose` on real renders of LINEMOD models: with oracle
-detections and keypoints (the truth's boxes and projections) the real PnP, depth and scoring path recovers every
+"""The object pipeline's estimator and `kp-pose eval object_pose` on real renders of LINEMOD models: with the true
+boxes (--gt-boxes) and oracle keypoints (the true projections) the real PnP, depth and scoring path recovers every
 pose, so ground truth scores as perfect; the shipped models run end to end through the same code."""
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 
 from kp_pose_ros.objects import pose_eval
 from kp_pose_ros.objects.bop import BopDataset
-from kp_pose_ros.objects.detector import Detections
 from kp_pose_ros.objects.estimator import ObjectEstimatorConfig, ObjectPoseEstimator, model_set_files
 from kp_pose_ros.objects.keypoint_model import CropKeypoints
 from kp_pose_ros.objects.keypoints import ObjectKeypoints
@@ -29,23 +28,6 @@ def _lmo_or_skip() -> Path:
         pytest.skip(f'LINEMOD-Occluded data not found at {LMO} (shared validation data, absent outside this '
                     'workplace)')
     return LMO
-
-
-class OracleDetector:
-    """Boxes and classes of the frame's visible instances, as a perfect detector would give them."""
-
-    provider = 'oracle'
-
-    def __init__(self, names: dict[int, str]):
-        self.names_by_id = names
-        self.gts = ()
-
-    def detect(self, rgb, score_threshold=0.25, classes=None, max_detections=None) -> Detections:
-        gts = [gt for gt in self.gts if gt.bbox_visib is not None and (gt.visib_fract or 0) > 0.3]
-        ids = sorted(self.names_by_id)
-        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (gt.bbox_visib for gt in gts)], float)
-        return Detections(boxes.reshape(-1, 4), np.ones(len(gts)), np.array([ids.index(gt.obj_id) for gt in gts]),
-                          {k: self.names_by_id[i] for k, i in enumerate(ids)})
 
 
 class OracleKeypoints:
@@ -100,14 +82,14 @@ def rendered(tmp_path_factory):
 def test_ground_truth_scores_perfect(rendered, use_depth):
     models = load_bop_models(rendered / 'models')
     keypoints = ObjectKeypoints.for_models(models, 'fps', 8, seed=0)
-    detector, keypoint_model = OracleDetector({i: m.name for i, m in models.items()}), OracleKeypoints(keypoints)
-    estimator = ObjectPoseEstimator(detector, keypoint_model, models,
+    keypoint_model = OracleKeypoints(keypoints)
+    estimator = ObjectPoseEstimator(None, keypoint_model, models,
                                     ObjectEstimatorConfig(use_depth=use_depth, one_per_class=False, track=False))
-    dataset = OracleDataset(rendered, (detector, keypoint_model), split='train_pbr')
-    figures = pose_eval.evaluate(estimator, dataset, models, use_depth=use_depth)
+    dataset = OracleDataset(rendered, (keypoint_model,), split='train_pbr')
+    figures = pose_eval.evaluate(estimator, dataset, models, use_depth=use_depth, gt_boxes=True)
     assert figures['frames'] == 4
-    # Instances below the oracle's visibility cut have no detection and count as misses; every other is exact.
-    seen = sum(gt.visib_fract > 0.3 for f in dataset.frames() for gt in f.gts)
+    # Instances below the truth boxes' visibility cut have no detection and count as misses; every other is exact.
+    seen = sum(gt.visib_fract >= pose_eval.TRUTH_MIN_VISIB_FRACT for f in dataset.frames() for gt in f.gts)
     total = sum(o['instances'] for o in figures['per_object'].values())
     correct = sum(o['instances'] * o['add_accuracy'] / 100.0 for o in figures['per_object'].values())
     assert correct == pytest.approx(seen, abs=0.01 * total)

@@ -14,12 +14,15 @@ from collections import defaultdict
 import numpy as np
 
 from kp_pose_ros.objects.bop import BopDataset
+from kp_pose_ros.objects.detector import Detections
 from kp_pose_ros.objects.estimator import ObjectPoseEstimator
 from kp_pose_ros.objects.metrics import add_accuracy, average_precision, match_detections, pose_error
 from kp_pose_ros.objects.models import ObjectModel
 
 ADD_FRACTION = 0.1
 DETECTION_IOU = 0.5
+# --gt-boxes: instances less visible than this get no box (a detector is not expected to find them either).
+TRUTH_MIN_VISIB_FRACT = 0.1
 
 
 def _latency(values: list[float]) -> dict:
@@ -28,8 +31,9 @@ def _latency(values: list[float]) -> dict:
 
 
 def evaluate(estimator: ObjectPoseEstimator, dataset: BopDataset, models_eval: dict[int, ObjectModel],
-             use_depth: bool = False, max_frames: int | None = None, progress=None) -> dict:
-    """Figures for the frames of `dataset` (the first `max_frames`; see the module docstring)."""
+             use_depth: bool = False, max_frames: int | None = None, gt_boxes: bool = False, progress=None) -> dict:
+    """Figures for the frames of `dataset` (the first `max_frames`; see the module docstring). `gt_boxes`: the
+    annotated visible boxes replace the detector (truth_detections), which isolates the keypoint and pose stages."""
     known = set(estimator.keypoint_model.obj_ids)
     errors, diameters = defaultdict(list), {}
     stage_ms = defaultdict(list)
@@ -39,7 +43,8 @@ def evaluate(estimator: ObjectPoseEstimator, dataset: BopDataset, models_eval: d
         rgb = dataset.load_rgb(frame)
         depth = dataset.load_depth(frame) if use_depth and frame.depth_path is not None else None
         estimator.reset()  # frames of a BOP folder are not a video
-        result = estimator.estimate(rgb, frame.K, depth)
+        result = estimator.estimate(rgb, frame.K, depth, detections=truth_detections(estimator, frame.gts)
+                                    if gt_boxes else None)
         for stage, ms in result.stage_ms.items():
             stage_ms[stage].append(ms)
         stage_ms['total'].append(sum(result.stage_ms.values()))
@@ -66,7 +71,7 @@ def evaluate(estimator: ObjectPoseEstimator, dataset: BopDataset, models_eval: d
     ap = {f'obj_{obj_id:06d}': round(100.0 * value, 1)
           for obj_id, value in average_precision(images, DETECTION_IOU).items()}
     return {
-        'frames': len(frames), 'use_depth': use_depth,
+        'frames': len(frames), 'use_depth': use_depth, 'gt_boxes': gt_boxes,
         'mean_add_accuracy': round(float(np.mean([o['add_accuracy'] for o in per_object.values()])), 1)
         if per_object else None,
         'per_object': per_object,
@@ -74,8 +79,22 @@ def evaluate(estimator: ObjectPoseEstimator, dataset: BopDataset, models_eval: d
                      'recall': round(tp / max(tp + fn, 1), 3), 'precision': round(tp / max(tp + fp, 1), 3),
                      'ap50': ap, 'map50': round(float(np.mean(list(ap.values()))), 1) if ap else None},
         'latency': {stage: _latency(v) for stage, v in stage_ms.items()},
-        'providers': {'detector': estimator.detector.provider, 'keypoints': estimator.keypoint_model.provider},
+        'providers': {'detector': 'none (true boxes)' if gt_boxes else estimator.detector.provider,
+                      'keypoints': estimator.keypoint_model.provider},
     }
+
+
+def truth_detections(estimator: ObjectPoseEstimator, gts, min_visib_fract: float = TRUTH_MIN_VISIB_FRACT
+                     ) -> Detections:
+    """The annotated visible boxes of the objects the keypoint model knows, as a perfect detector would report them
+    (score 1), for instances at least `min_visib_fract` visible."""
+    km = estimator.keypoint_model
+    chosen = [gt for gt in gts if gt.obj_id in km.obj_ids and gt.bbox_visib is not None
+              and (gt.visib_fract or 0.0) >= min_visib_fract]
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (gt.bbox_visib for gt in chosen)], float)
+    return Detections(boxes.reshape(-1, 4), np.ones(len(chosen)),
+                      np.array([km.obj_ids.index(gt.obj_id) for gt in chosen], int),
+                      dict(enumerate(km.names)))
 
 
 def _matched_errors(points: np.ndarray, symmetric: bool, estimates: list, instances: list) -> list[float]:
@@ -106,7 +125,8 @@ def _detection_tuple(estimator: ObjectPoseEstimator, detections, gts) -> tuple:
 
 def report(root: str, figures: dict) -> str:
     """A few lines for the terminal."""
-    lines = [f'{root}: {figures["frames"]} frames, depth {"on" if figures["use_depth"] else "off"}: '
+    lines = [f'{root}: {figures["frames"]} frames, depth {"on" if figures["use_depth"] else "off"}'
+             f'{", true boxes" if figures["gt_boxes"] else ""}: '
              f'mean ADD(-S)@{int(ADD_FRACTION * 100)}% {figures["mean_add_accuracy"]} %']
     for name, o in figures['per_object'].items():
         lines.append(f'  {name}{" (sym)" if o["symmetric"] else ""}: {o["add_accuracy"]} % of {o["instances"]}, '
