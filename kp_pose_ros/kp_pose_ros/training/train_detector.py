@@ -138,7 +138,8 @@ def manifest(args, argv: list[str], meta: dict, camera: dict, names: dict, split
                    'rows': 'x1, y1, x2, y2 (letterboxed input pixels, box edges), score, class id',
                    'nms': "none needed: YOLOv10's one-to-one head, exported with nms=False"},
         'architecture': {'config': f'{ARCHITECTURE} (ultralytics {record["machine"]["ultralytics"]})',
-                         'pretrained': 'none: trained from scratch', 'parameters': parameters,
+                         'pretrained': f'continued from {args.init}' if args.init else 'none: trained from scratch',
+                         'parameters': parameters,
                          'onnx_opset': int(model.opset_import[0].version)},
         'training': {
             'command': f'{COMMAND} {shlex.join(argv)}',
@@ -152,9 +153,19 @@ def manifest(args, argv: list[str], meta: dict, camera: dict, names: dict, split
             'wall_time_s': record['wall_time_s'],
             'machine': record['machine'],
             'history': record['history'],
+            # The earlier stage's record, where its manifest sits beside the --init weights (same name, .yaml).
+            'continued_from': _earlier_stage(args.init),
         },
         'metrics': metrics,
     }
+
+
+def _earlier_stage(init: Path | None) -> dict | None:
+    manifest = init.with_suffix('.yaml') if init else None
+    if manifest is None or not manifest.is_file():
+        return None
+    earlier = yaml.safe_load(manifest.read_text(encoding='utf-8'))
+    return {'weights': str(init), 'training': earlier.get('training'), 'metrics': earlier.get('metrics')}
 
 
 def write_manifest(onnx_path: Path, data: dict) -> Path:
@@ -179,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--val-fraction', type=float, default=0.1, help='share of table layouts held out')
     parser.add_argument('--seed', type=int, default=0, help='split and training seed')
     parser.add_argument('--workers', type=int, default=2, help='data loader processes')
+    parser.add_argument('--init', type=Path, default=None,
+                        help="start from these ultralytics weights (e.g. an earlier run's last.pt, to continue a "
+                             "CPU-budgeted training) instead of random ones")
     args = parser.parse_args(argv)
     if args.out.suffix != '.onnx':
         parser.error(f'--out must name a .onnx file, got {args.out}')
@@ -218,10 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     from ultralytics import YOLO
 
     common = dict(project=str(work / 'runs'), exist_ok=True, plots=False, workers=args.workers)
-    model = YOLO(ARCHITECTURE)
+    model = YOLO(str(args.init) if args.init else ARCHITECTURE)
     started = time.perf_counter()
     model.train(data=str(data_yaml), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed,
-                deterministic=True, pretrained=False, name='train',
+                deterministic=True, pretrained=bool(args.init), name='train',
                 **({'time': args.time_budget_min / 60.0} if args.time_budget_min > 0 else {}), **common)
     wall_time_s = time.perf_counter() - started
     trainer = model.trainer
