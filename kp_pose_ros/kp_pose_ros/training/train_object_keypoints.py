@@ -250,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--ema-decay', type=float, default=0.998)
     parser.add_argument('--eval-every', type=int, default=500)
     parser.add_argument('--no-bf16', dest='bf16', action='store_false', help='train in float32')
+    parser.add_argument('--init', type=Path, default=None,
+                        help='start from these torch weights (the .pt an earlier run left under build/) to continue '
+                             'a CPU-budgeted training')
     parser.add_argument('--threads', type=int, default=1, help='torch threads for training')
     parser.add_argument('--loader-workers', type=int, default=1)
     args = parser.parse_args(argv)
@@ -267,7 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     log(f'{len(frames)} training and {len(val)} validation instances of {len(keypoints.points)} objects')
     num_keypoints = keypoints_per_object(keypoints)
     model = with_activation(KeypointHeatmapNet(len(keypoints.points) * num_keypoints, args.width), args.activation)
+    if args.init:
+        model.load_state_dict(torch.load(args.init, map_location='cpu'))
     model, record = train(model, frames, val, num_keypoints, args, log)
+    weights = Path('build') / 'train_object_keypoints' / f'{args.set}_keypoints.pt'
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), weights)  # for --init: a later run continues from here
+    record['initial_weights'] = str(args.init) if args.init else 'random (from scratch)'
 
     heatmaps = predict(model, val, num_keypoints)
     smoothing_errors = {s: round(float(np.mean(validation_errors(heatmaps, val, s))), 3)
