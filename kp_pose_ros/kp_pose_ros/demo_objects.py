@@ -204,6 +204,7 @@ def main(argv=None) -> int:
                              'the repository)')
     parser.add_argument('--seed', default='0', help='scene seed')
     parser.add_argument('--rate-hz', default='10.0', help='sim camera frame rate (rendering caps it)')
+    parser.add_argument('--score-threshold', default='0.3', help="the detector's score threshold")
     parser.add_argument('--rgbd', action='store_true', help='use the aligned depth to correct and score the poses')
     parser.add_argument('--min-visible', type=float, default=0.1,
                         help='instances less visible than this share of their silhouette are not scored')
@@ -231,6 +232,7 @@ def main(argv=None) -> int:
     overrides = {'camera': 'sim', 'sim_objects_dir': folder, 'models_dir': folder, 'seed': args.seed,
                  'sim_rate_hz': args.rate_hz, 'detector_model': str(detector.resolve()),
                  'keypoints_model': str(keypoints.resolve()), 'rgbd': str(args.rgbd).lower(), 'overlay': 'false',
+                 'score_threshold': args.score_threshold,
                  'providers': args.providers}
     summary = run(overrides, models, dict(zip(names, obj_ids)), args.duration, args.min_visible)
     if summary is None:
