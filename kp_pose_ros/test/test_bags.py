@@ -247,6 +247,11 @@ def test_remap_topic_selection_and_bounded_loop(ros_node, playback, bag):
     timed.thread.join(5.0)
     assert timed.stats.loops >= 3 and not timed.stats.interrupted and 0.5 <= timed.stats.wall_s < 1.0
 
+    # /tf_static alone (a camera bringup's latched transforms before the stream): that and nothing else.
+    static = playback(topics=['/tf_static']).start()
+    static.thread.join(5.0)
+    assert static.stats.counts == {'/tf_static': 1} and static.stats.wall_s < 1.0
+
 
 def test_field_by_field_conversion_matches_the_bytes(ros_node, playback, bag):
     """The path taken when the bag's definitions differ from the installed ones: rosbags message -> rclpy class."""

@@ -315,6 +315,8 @@ class BagPlayer:
         self.stats.counts[out.topic] += 1
 
     def _play_once(self, should_stop) -> bool:
+        if not self.timed_connections:  # /tf_static alone: reader.messages(connections=[]) would read every topic
+            return True
         period = 1.0 / self.clock_hz if self.clock_hz > 0 else None
         t0 = w0 = next_clock = None
         for conn, stamp, rawdata in self.reader.messages(connections=self.timed_connections):
