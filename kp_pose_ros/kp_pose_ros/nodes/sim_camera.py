@@ -59,6 +59,31 @@ def camera_messages(frame, camera, header) -> tuple[Image, CameraInfo, Image]:
             array_to_image(metres_to_depth(frame.depth_m, '16UC1'), '16UC1', header))
 
 
+def next_object_frame(scene: ObjectScene, index: int, views_per_layout: int) -> ObjectFrame:
+    """Frame `index` of an object scene: a new view every frame, a new layout every `views_per_layout` frames (the
+    first shows the layout the scene was built with)."""
+    if index > 0 and index % views_per_layout == 0:
+        scene.new_layout()
+    elif index > 0:
+        scene.new_view()
+    return scene.render()
+
+
+def objects_message(frame: ObjectFrame, models: dict, header) -> Detection3DArray:
+    """Every object of the layout as a Detection3D (the object nodes' convention, ros.detections): class obj_XXXXXX,
+    pose camera <- model, model box; score = the visible share of its silhouette in the image (BOP's visib_fract: 0
+    when hidden or out of view), so consumers choose which objects count as seen."""
+    msg = Detection3DArray(header=header)
+    for k, instance in enumerate(frame.instances):
+        model = models[instance.obj_id]
+        full = frame.full_masks[k]
+        silhouette = np.count_nonzero(full)
+        visible = np.count_nonzero(full & frame.visible_mask(k)) / silhouette if silhouette else 0.0
+        msg.detections.append(detection_3d(header, model.name, visible, instance.T_cam_obj, f'{model.name}_{k}',
+                                           model.box_min_m, model.box_size_m))
+    return msg
+
+
 class SimCameraNode(PipelineNode):
     PARAMS = (
         Param('scene', 'robot', '"robot": a Franka Panda moving through random poses (ground truth /sim/joint_states, '
@@ -221,7 +246,8 @@ class SimCameraNode(PipelineNode):
 
     def _render(self, _tick=None) -> None:
         objects = self.p.scene == 'objects'
-        frame = self._next_object_frame() if objects else self._next_robot_frame()
+        frame = next_object_frame(self.scene, self.frame_index, self.p.views_per_layout) if objects \
+            else self._next_robot_frame()
         self.frame_index += 1
         (self.publish_object_frame if objects else self.publish_frame)(frame, self.get_clock().now().to_msg())
         self.diagnostics.output('color/image_raw')
@@ -239,15 +265,6 @@ class SimCameraNode(PipelineNode):
         self.scene_time_s += step
         return self.scene.render()
 
-    def _next_object_frame(self) -> ObjectFrame:
-        """A new view every frame, a new layout every views_per_layout frames (the first shows the layout the scene
-        was built with)."""
-        if self.frame_index > 0 and self.frame_index % self.p.views_per_layout == 0:
-            self.scene.new_layout()
-        elif self.frame_index > 0:
-            self.scene.new_view()
-        return self.scene.render()
-
     def _publish_camera(self, frame, stamp) -> Header:
         header = Header(stamp=stamp, frame_id=self.optical_frame)
         color, info, depth = camera_messages(frame, self.camera, header)
@@ -259,21 +276,7 @@ class SimCameraNode(PipelineNode):
 
     def publish_object_frame(self, frame: ObjectFrame, stamp) -> None:
         header = self._publish_camera(frame.frame, stamp)
-        self.pub_gt_objects.publish(self._objects_msg(frame, header))
-
-    def _objects_msg(self, frame: ObjectFrame, header) -> Detection3DArray:
-        """Every object of the layout as a Detection3D (the object nodes' convention, ros.detections): class
-        obj_XXXXXX, pose camera <- model, model box; score = the visible share of its silhouette in the image (BOP's
-        visib_fract: 0 when hidden or out of view), so consumers choose which objects count as seen."""
-        msg = Detection3DArray(header=header)
-        for k, instance in enumerate(frame.instances):
-            model = self.models[instance.obj_id]
-            full = frame.full_masks[k]
-            silhouette = np.count_nonzero(full)
-            visible = np.count_nonzero(full & frame.visible_mask(k)) / silhouette if silhouette else 0.0
-            msg.detections.append(detection_3d(header, model.name, visible, instance.T_cam_obj, f'{model.name}_{k}',
-                                               model.box_min_m, model.box_size_m))
-        return msg
+        self.pub_gt_objects.publish(objects_message(frame, self.models, header))
 
     def publish_frame(self, frame, stamp) -> None:
         header = self._publish_camera(frame, stamp)
