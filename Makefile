@@ -44,11 +44,13 @@ sim-check: setup
 	  kill -INT $$pid; wait $$pid; exit $$rc'
 
 ## make bench: speed and accuracy benchmarks, written to results/*.json (robot_calib: ~10 min on 2 cores;
-## throughput: ~1 min, the robot_calib graph one process per node fed a 30 Hz bag, rendered once to build/bench/).
+## throughput: ~1 min, the robot_calib graph one process per node fed a 30 Hz bag, rendered once to build/bench/;
+## object_throughput: the same for object_pose with 3 and 8 objects in view, needs ../shared/data/lmo/models).
 bench: setup
 	$(RUN) kp-pose bench sim_camera
 	$(RUN) kp-pose bench robot_calib
 	$(RUN) kp-pose bench throughput
+	$(RUN) kp-pose bench object_throughput
 
 ## make dataset: a small training set from the synthetic camera (see kp_pose_ros/sim/dataset.py for the layout).
 dataset: setup

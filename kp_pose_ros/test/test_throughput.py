@@ -1,5 +1,6 @@
-"""The throughput benchmark's parts: the one-process-per-node launcher (graphs/processes.py), the pre-rendered 30 Hz
-bag, and a very short end-to-end run of `kp-pose bench throughput` against the real robot_calib graph."""
+"""The throughput benchmarks' parts: the one-process-per-node launcher (graphs/processes.py), the pre-rendered 30 Hz
+bags, and very short end-to-end runs of `kp-pose bench throughput` and `kp-pose bench object_throughput` against the
+real robot_calib and object_pose graphs (the object ones need the LINEMOD meshes and the lmo models; skipped without)."""
 import os
 import signal
 
@@ -125,3 +126,86 @@ def test_throughput_benchmark_end_to_end(tmp_path):
     # onto a wrong pose, README "Throughput through the graph", so only its presence and range are checked here).
     acc = results['accuracy']
     assert acc['translation_cm']['median'] >= 0.0 and 0.0 <= acc['depth_aligned_percent'] <= 100.0
+
+
+# --- the object_pose graph (kp-pose bench object_throughput) --------------------------------------------------------
+
+# The object bags' scene seed in these tests: a development seed, never the benchmark's (BAG_SEEDS).
+OBJECT_DEV_SEED = 4391
+
+
+def test_object_bag_has_the_realsense_topics_at_30_hz_and_the_truth(tmp_path):
+    from rclpy.serialization import deserialize_message
+    from rosbags.rosbag2 import Reader
+    from sensor_msgs.msg import Image
+    from vision_msgs.msg import Detection3DArray
+
+    from kp_pose_ros.bench import object_throughput as ot
+
+    if not ot.objects_dir().is_dir():
+        pytest.skip(f'LINEMOD models not found at {ot.objects_dir()} (../shared/data is only on the development '
+                    'machines)')
+    assert OBJECT_DEV_SEED not in ot.BAG_SEEDS.values()
+    frames, objects = 3, 2
+    path, rendered = ot.ensure_bag(tmp_path / 'bag', frames, objects, OBJECT_DEV_SEED)
+    assert rendered and ot.read_bag_params(path) == ot.bag_params(frames, objects, OBJECT_DEV_SEED)
+    assert ot.ensure_bag(path, frames, objects, OBJECT_DEV_SEED) == (path, False)  # cached
+    in_view = ot.read_bag_params(path, ot.TRUTH_DATA_KEY)['objects_in_view']
+    topics = ot.camera_topics(ot.CAMERA)
+    timed = {topics['color'], topics['color_info'], topics['depth'], topics['depth_info'], ot.SIM_OBJECTS}
+    stamps, truth = {}, []
+    with Reader(path) as reader:
+        conns = {c.topic: c for c in reader.connections}
+        assert set(conns) == timed | {ot.TF_STATIC}
+        assert reader.message_count == len(timed) * frames + 1
+        for conn, logtime, raw in reader.messages(connections=[conns[t] for t in timed]):
+            cls = {'sensor_msgs/msg/Image': Image, 'vision_msgs/msg/Detection3DArray': Detection3DArray}.get(
+                conn.msgtype)
+            if cls is None:
+                continue
+            msg = deserialize_message(bytes(raw), cls)
+            assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == logtime
+            assert msg.header.frame_id == topics['optical_frame']
+            stamps.setdefault(conn.topic, []).append(logtime)
+            if cls is Detection3DArray:
+                truth.append(msg)
+    expected = [ot.BASE_STAMP_NS + round(i * 1e9 / 30.0) for i in range(frames)]
+    assert stamps[topics['color']] == stamps[topics['depth']] == stamps[ot.SIM_OBJECTS] == expected
+    # Every object of the layout in the truth, its visible share as the score; the count in view in the metadata.
+    assert all(1 <= len(m.detections) <= objects for m in truth)
+    assert in_view == [sum(d.results[0].hypothesis.score >= ot.MIN_VISIBLE for d in m.detections) for m in truth]
+
+
+def test_object_throughput_benchmark_end_to_end(tmp_path):
+    """20 frames of a 3-object bag through the real object_pose graph, one process per node: every field is there,
+    detections_3d came, and instances reached the pose stage at the benchmark's low score threshold."""
+    from kp_pose_ros.bench import object_throughput as ot
+
+    why = ot.missing_inputs()
+    if why:
+        pytest.skip(why)
+    results = ot.run(frames=20, bag_dir=tmp_path / 'bags', log_dir=tmp_path / 'logs', seeds={3: OBJECT_DEV_SEED})
+    assert results['score_threshold'] == ot.SCORE_THRESHOLD < 0.3
+    assert list(results['runs']) == ['3_objects']
+    run = results['runs']['3_objects']
+    assert run['bag']['seed'] == OBJECT_DEV_SEED and run['bag']['objects_per_layout'] == 3
+    assert 1 <= run['bag']['objects_in_view']['mean'] <= 3
+    assert run['images_published'] == 20
+    assert run['detections_3d_received'] >= 1, run
+    assert run['dropped_frames'] == 20 - run['detections_3d_received']
+    lat = run['latency_ms']
+    assert 0.0 < lat['median'] <= lat['p95'] <= lat['max']
+    assert run['output_rate_hz'] is not None and run['input_rate_hz'] > 0
+    nodes = ('object_detector', 'object_keypoints', 'object_pose')
+    assert set(nodes) | {'graph_total', 'benchmark_player', 'other_processes'} <= set(run['cpu_percent'])
+    assert run['cpu_percent']['object_detector'] > 0.0
+    assert set(run['providers']) == set(nodes[:2])
+    assert 'detect' in run['nodes']['object_detector']['stages']
+    assert run['node_states_at_start'] == {n: 'active' for n in nodes}
+    assert set(run['node_exit_codes'].values()) == {0}
+    stages = run['instances_per_frame']
+    assert set(stages) == {'detected', 'pose_stage', 'poses'}
+    assert stages['poses']['frames'] == run['detections_3d_received']
+    assert stages['pose_stage']['max'] >= 1  # the timing includes keypoints and PnP, not just the detector
+    assert results['graph']['changed_defaults']['object_detector.score_threshold'] == ot.SCORE_THRESHOLD
+    assert 'detections_3d' in ot.report(results)

@@ -7,7 +7,7 @@ import time
 from importlib import import_module
 from pathlib import Path
 
-BENCHMARK_NAMES = ('sim_camera', 'robot_calib', 'throughput')
+BENCHMARK_NAMES = ('sim_camera', 'robot_calib', 'throughput', 'object_throughput')
 RESULTS_DIR = Path.cwd() / 'results'
 
 
