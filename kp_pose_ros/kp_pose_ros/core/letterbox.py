@@ -25,7 +25,8 @@ def _size(size, what: str) -> tuple[int, int]:
     return width, height
 
 
-def _points(points) -> np.ndarray:
+def as_points(points) -> np.ndarray:
+    """(..., 2) float64 points (x, y), checked."""
     points = np.asarray(points, dtype=np.float64)
     if points.ndim == 0 or points.shape[-1] != 2:
         raise ValueError(f'points must be an (..., 2) array of (x, y), got shape {points.shape}')
@@ -64,15 +65,15 @@ class Letterbox:
 
     def to_input(self, points) -> np.ndarray:
         """Original-image pixel coordinates (..., 2) -> network-input pixel coordinates."""
-        return _points(points) * self.scale + self.offset
+        return as_points(points) * self.scale + self.offset
 
     def to_original(self, points) -> np.ndarray:
         """Network-input pixel coordinates (..., 2) -> original-image pixel coordinates."""
-        return (_points(points) - self.offset) / self.scale
+        return (as_points(points) - self.offset) / self.scale
 
     def contains(self, points) -> np.ndarray:
         """Which network-input points (..., 2) fall on image content rather than padding."""
-        points = _points(points)
+        points = as_points(points)
         lo = np.array([self.pad_x, self.pad_y]) - 0.5
         hi = lo + self.resized_size
         return np.all((points >= lo) & (points < hi), axis=-1)

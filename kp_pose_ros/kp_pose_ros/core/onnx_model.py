@@ -334,6 +334,14 @@ def manifest_value(manifest: dict, path: str, model_path: str | Path):
     return value
 
 
+def output_channels(model: OnnxModel, input_name: str, output_name: str, model_path: str | Path) -> int:
+    """Dimension 1 of `output_name`, after checking that the model has the input and output its manifest names."""
+    if input_name not in model.input_names or output_name not in model.output_names:
+        raise ModelLoadError(f'{Path(model_path).name} has inputs {model.input_names} and outputs '
+                             f'{model.output_names}; its manifest names {input_name!r} and {output_name!r}')
+    return model.session.get_outputs()[model.output_names.index(output_name)].shape[1]
+
+
 class OnnxWrapper:
     """Provider information and warm-up of a model wrapper's `self.model` (an OnnxModel):
     what nodes log and warm up at configure, whatever the wrapper."""

@@ -17,12 +17,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-
-def _points(points) -> np.ndarray:
-    points = np.asarray(points, dtype=np.float64)
-    if points.ndim == 0 or points.shape[-1] != 2:
-        raise ValueError(f'points must be an (..., 2) array of (x, y), got shape {points.shape}')
-    return points
+from kp_pose_ros.core.letterbox import as_points
 
 
 @dataclass(frozen=True)
@@ -63,11 +58,11 @@ class CropTransform:
 
     def to_crop(self, points) -> np.ndarray:
         """Image pixel coordinates (..., 2) -> crop pixel coordinates (crop pixel edges span [-0.5, size - 0.5])."""
-        return (_points(points) - self.origin) * self.scale - 0.5
+        return (as_points(points) - self.origin) * self.scale - 0.5
 
     def to_image(self, points) -> np.ndarray:
         """Crop pixel coordinates (..., 2), e.g. heatmap peaks scaled to the crop -> image pixel coordinates."""
-        return (_points(points) + 0.5) / self.scale + self.origin
+        return (as_points(points) + 0.5) / self.scale + self.origin
 
     def crop_to_image_matrix(self) -> np.ndarray:
         """2x3 affine map crop -> image, for cv2.warpAffine with WARP_INVERSE_MAP (no inversion rounding)."""

@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from kp_pose_ros.core.heatmaps import decode_heatmaps, heatmap_to_input
-from kp_pose_ros.core.onnx_model import ModelLoadError, OnnxModel, OnnxWrapper, load_manifest, manifest_value
+from kp_pose_ros.core.onnx_model import (
+    ModelLoadError,
+    OnnxModel,
+    OnnxWrapper,
+    load_manifest,
+    manifest_value,
+    output_channels,
+)
 from kp_pose_ros.objects.crops import CropTransform, crop_images, square_crop
 from kp_pose_ros.objects.keypoints import ObjectKeypoints
 
@@ -80,11 +87,7 @@ class ObjectKeypointModel(OnnxWrapper):
         self.num_keypoints = len(self.keypoints_3d[0])
         self.model = OnnxModel(model_path, providers=providers, threads=threads, trt_cache_dir=trt_cache_dir,
                                trt_fp16=trt_fp16)
-        if self.input_name not in self.model.input_names or self.output_name not in self.model.output_names:
-            raise ModelLoadError(f'{model_path.name} has inputs {self.model.input_names} and outputs '
-                                 f'{self.model.output_names}; its manifest names {self.input_name!r} and '
-                                 f'{self.output_name!r}')
-        channels_out = self.model.session.get_outputs()[self.model.output_names.index(self.output_name)].shape[1]
+        channels_out = output_channels(self.model, self.input_name, self.output_name, model_path)
         if channels_out != len(self.obj_ids) * self.num_keypoints:
             raise ModelLoadError(f'{model_path.name} outputs {channels_out} heatmaps; its manifest lists '
                                  f'{len(self.obj_ids)} objects x {self.num_keypoints} keypoints')
