@@ -1,6 +1,7 @@
 """The throughput benchmarks' parts: the one-process-per-node launcher (graphs/processes.py), the pre-rendered 30 Hz
 bags, and very short end-to-end runs of `kp-pose bench throughput` and `kp-pose bench object_throughput` against the
-real robot_calib and object_pose graphs (the object ones need the LINEMOD meshes and the lmo models; skipped without)."""
+real robot_calib and object_pose graphs (the object ones need the LINEMOD meshes and the lmo models; skipped
+without)."""
 import os
 import signal
 
