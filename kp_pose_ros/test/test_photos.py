@@ -77,8 +77,11 @@ def test_flip_mirrors_the_same_window_and_no_jitter_keeps_colours():
                                 saturation=(1.0, 1.0), flip_probability=1.0)
     a = photos.random_photo_crop(np.random.default_rng(5), 90, 120, ranges=plain)
     b = photos.random_photo_crop(np.random.default_rng(5), 90, 120, ranges=flipped)
-    # equal up to one level: warpAffine quantises sub-pixel positions to 1/32 px, not symmetrically about the flip
-    assert np.abs(a.astype(int) - b[:, ::-1].astype(int)).max() <= 1
+    # equal but for interpolation: warpAffine quantises sub-pixel positions to 1/32 px, not symmetrically about the
+    # flip, which moves a level or two on most pixels and at most 255/32 at a full-contrast edge (OpenCV 4.x shows
+    # such pixels on the JPEG photos; a wrong window or an unflipped crop differs by tens of levels nearly everywhere)
+    difference = np.abs(a.astype(int) - b[:, ::-1].astype(int))
+    assert np.mean(difference <= 1) > 0.99 and difference.max() <= 8
     # the whole photograph at its own size comes back (up to interpolation) when the window is the full image
     photo = PHOTOS[0]
     image = photos.load_photo(photo)
