@@ -131,6 +131,15 @@ def encode_image(array: np.ndarray, encoding: str) -> tuple[int, int, int, int, 
     return height, width, width * layout.bytes_per_pixel, 0, little.tobytes()
 
 
+def check_rgb8(rgb, what: str = 'image') -> np.ndarray:
+    """`rgb` itself when it is an (H, W, 3) uint8 array, the layout the detectors take; else ValueError naming
+    `what` and what it got."""
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        shape, dtype = getattr(rgb, 'shape', None), getattr(rgb, 'dtype', type(rgb).__name__)
+        raise ValueError(f'{what} expects an RGB image as an (H, W, 3) uint8 array, got shape {shape} dtype {dtype}')
+    return rgb
+
+
 def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
     """Any colour encoding or mono8 as a new uint8 HxWx3 RGB array, the layout the detectors were trained on."""
     if encoding not in _TO_RGB:

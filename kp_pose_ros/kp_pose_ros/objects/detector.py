@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from kp_pose_ros.core.image_codec import check_rgb8
 from kp_pose_ros.core.letterbox import Letterbox
 from kp_pose_ros.core.onnx_model import ModelLoadError, OnnxModel, OnnxWrapper
 
@@ -103,10 +104,7 @@ class YoloV10Detector(OnnxWrapper):
 
     def preprocess(self, rgb: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """The network input (1, 3, H, W) float32 for an RGB image (H, W, 3) uint8, and where the image sits in it."""
-        if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-            shape, dtype = getattr(rgb, 'shape', None), getattr(rgb, 'dtype', type(rgb).__name__)
-            raise ValueError(f'detect expects an RGB image as an (H, W, 3) uint8 array, got shape {shape} '
-                             f'dtype {dtype}')
+        check_rgb8(rgb, 'detect')
         if rgb.shape[0] < 1 or rgb.shape[1] < 1:
             raise ValueError(f'empty image: {rgb.shape[1]}x{rgb.shape[0]}')
         box = Letterbox.fit((rgb.shape[1], rgb.shape[0]), self.input_size)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kp_pose_ros.core.heatmaps import decode_heatmaps, heatmap_to_input
+from kp_pose_ros.core.image_codec import check_rgb8
 from kp_pose_ros.core.onnx_model import (
     ModelLoadError,
     OnnxModel,
@@ -98,8 +99,7 @@ class ObjectKeypointModel(OnnxWrapper):
 
     def predict(self, rgb: np.ndarray, boxes: np.ndarray, object_index: np.ndarray) -> CropKeypoints:
         """Keypoints of each detection (xyxy box in `rgb`'s pixels, object index into self.obj_ids), one batch."""
-        if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ValueError('rgb must be an (H, W, 3) uint8 array')
+        check_rgb8(rgb, 'predict')
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         object_index = np.asarray(object_index, int).reshape(-1)
         if len(boxes) != len(object_index):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from kp_pose_ros.core.heatmaps import decode_heatmaps, heatmap_to_input
+from kp_pose_ros.core.image_codec import check_rgb8
 from kp_pose_ros.core.letterbox import Letterbox
 from kp_pose_ros.core.onnx_model import (
     ModelLoadError,
@@ -60,10 +61,7 @@ class RobotKeypointDetector(OnnxWrapper):
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints of the robot in an RGB image (H, W, 3) uint8, in that image's pixels (centres at integers)."""
-        if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-            shape, dtype = getattr(rgb, 'shape', None), getattr(rgb, 'dtype', type(rgb).__name__)
-            raise ValueError(f'detect expects an RGB image as an (H, W, 3) uint8 array, got shape {shape} '
-                             f'dtype {dtype}')
+        check_rgb8(rgb, 'detect')
         if rgb.shape[0] < 2 or rgb.shape[1] < 2:
             raise ValueError(f'image too small: {rgb.shape[1]}x{rgb.shape[0]}')
         box = Letterbox.fit((rgb.shape[1], rgb.shape[0]), self.input_size)
