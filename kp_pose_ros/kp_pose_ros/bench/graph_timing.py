@@ -383,10 +383,12 @@ class GraphBench:
         self._player('latched', bag, topics).run()
 
     def play_timed(self, bag, topics: Sequence[str], image_topic: str, needed: Sequence[str],
-                   received: dict[int, float], drain_s: float = 3.0) -> TimedPlay:
+                   received: dict[int, float], drain_s: float = 3.0, outputs: Sequence[str] = ()) -> TimedPlay:
         """Play `topics` once in real time, timing `image_topic`; first wait until the graph subscribes to each of
-        `needed`; afterwards until the outputs in flight have come into `received` (the caller's subscriber fills it
-        as {stamp: monotonic receive time}) and every node has sent a fresh /diagnostics status."""
+        `needed` and this observer sees a publisher of each of `outputs` (else a loaded machine can play the whole
+        bag before the observer's subscriptions are matched, and every output is lost); afterwards until the outputs
+        in flight have come into `received` (the caller's subscriber fills it as {stamp: monotonic receive time}) and
+        every node has sent a fresh /diagnostics status."""
         play = self._player('player', bag, topics)
         published: dict[int, float] = {}
         for out in play.outputs.values():
@@ -395,6 +397,8 @@ class GraphBench:
         waits = [o.publisher for o in play.outputs.values() if o.topic in needed]
         if not self.spin_until(lambda: all(p.get_subscription_count() > 0 for p in waits), 30.0):
             raise RuntimeError(f'the graph did not subscribe to {", ".join(needed)} within 30 s')
+        if not self.spin_until(lambda: all(self.node.count_publishers(t) > 0 for t in outputs), 30.0):
+            raise RuntimeError(f'no publisher of {", ".join(outputs)} appeared within 30 s')
         self.spin_until(lambda: False, 0.5)  # let both ends finish matching
 
         window = CpuWindow({s.name: self.graph.processes[s.name].pid for s in self.specs})

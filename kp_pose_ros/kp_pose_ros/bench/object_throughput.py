@@ -197,7 +197,7 @@ def measure(bag: str | Path, *, log_dir: str | Path | None = None, start_timeout
         startup_s = time.monotonic() - started
         camera = [topics['color'], topics['color_info'], topics['depth'], topics['depth_info']]
         play = bench.play_timed(bag, camera, topics['color'], [topics['color'], topics['color_info']], received,
-                                drain_s)
+                                drain_s, outputs=[DETECTIONS_3D, DETECTIONS_2D, KEYPOINTS_2D])
 
     results = summarize(play.published, received, play.cpu, outputs='detections_3d')
     results['instances_per_frame'] = {stage: per_frame({s: n for s, n in c.items() if s in play.published})

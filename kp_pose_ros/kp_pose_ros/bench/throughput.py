@@ -194,7 +194,7 @@ def measure(bag: str | Path, *, log_dir: str | Path | None = None, start_timeout
         play = bench.play_timed(bag, [JOINT_STATES, topics['color'], topics['color_info'], topics['depth'],
                                       topics['depth_info']], topics['color'],
                                 [topics['color'], topics['depth'], topics['color_info'], JOINT_STATES],
-                                received, drain_s)
+                                received, drain_s, outputs=[ESTIMATE_TOPIC])
 
     results = summarize(play.published, received, play.cpu)
     truth = read_bag_params(bag, TRUTH_DATA_KEY)
