@@ -15,15 +15,17 @@ network that was trained with it.
 from __future__ import annotations
 
 import os
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import trimesh
 import yaml
 
 from kp_pose_ros.core.atomic_file import atomic_open
 from kp_pose_ros.robot.kinematics import RobotKinematics
-from kp_pose_ros.robot.surface import sample_robot_surface
+from kp_pose_ros.robot.surface import _part_mesh, sample_robot_surface
 from kp_pose_ros.robot.urdf import load_urdf
 
 KEYPOINTS_PER_PART = 3
@@ -71,6 +73,21 @@ def _box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (lo + hi) / 2, hi - lo
 
 
+def _link_vertices(xml: str, link: str, urdf_dir: Path) -> np.ndarray:
+    """Vertices of a link's geometry in its frame (visual, else collision, as the surface samples take them): the
+    bounding box of random surface samples falls short of thin features (a handle's front face) by millimetres."""
+    element = next(e for e in ET.fromstring(xml).findall('link') if e.get('name') == link)
+    vertices = []
+    for part in element.findall('visual') or element.findall('collision'):
+        try:
+            mesh = _part_mesh(part, str(urdf_dir), None, trimesh)
+        except (FileNotFoundError, ValueError, OSError):  # skipped by the sampling too
+            continue
+        if mesh is not None and mesh.area > 0:
+            vertices.append(np.asarray(mesh.vertices, float))
+    return np.concatenate(vertices)
+
+
 class ArticulatedInstance:
     """One articulated instance from its URDF: parts in URDF link order (root first) and the joints between them."""
 
@@ -91,7 +108,7 @@ class ArticulatedInstance:
             pts = surface.points[surface.link_index == k]
             if len(pts) < 4:
                 raise ValueError(f'{path.name}: link {name!r} has no surface to sample')
-            centre, extents = _box(pts)
+            centre, extents = _box(_link_vertices(xml, name, path.parent))
             parts.append(InstancePart(name, pts, centre, extents))
         self.parts: tuple[InstancePart, ...] = tuple(parts)
         index = {name: k for k, name in enumerate(names)}
