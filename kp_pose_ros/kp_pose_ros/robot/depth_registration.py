@@ -64,7 +64,7 @@ def registration_hypotheses(view: DepthView, points_base: np.ndarray, normals_ba
     scene, scene_normals = _voxel_downsample(view.cloud, view.cloud_normals, VOXEL_M)
     model, model_normals = _voxel_downsample(points_base, normals_base, VOXEL_M)
     poses, seated = [], []
-    for T_cam_plane in _support_planes(scene, scene_normals, rng):
+    for T_cam_plane in support_planes(scene, scene_normals, rng):
         above, above_normals = _above_plane(scene, scene_normals, T_cam_plane, model[:, 2].max() - model[:, 2].min())
         if len(above) > _MAX_SCENE_POINTS:
             keep = rng.choice(len(above), _MAX_SCENE_POINTS, replace=False)
@@ -94,7 +94,7 @@ def _voxel_downsample(points, normals, voxel):
     return mean[keep], normal[keep] / length[keep, None]
 
 
-def _support_planes(points, normals, rng, planes=2, samples=200, min_share=0.1):
+def support_planes(points, normals, rng, planes=2, samples=200, min_share=0.1):
     """Frames T(camera <- plane) of up to ``planes`` dominant planes (RANSAC), z up towards the camera."""
     frames = []
     for _ in range(planes):
