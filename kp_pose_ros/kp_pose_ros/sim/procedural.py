@@ -224,9 +224,11 @@ class ArticulatedAsset:
         return split_of(self.seed)
 
 
-def _cabinet(rng) -> list[_Link]:
-    """A carcass open at the front (+x), split into 1-3 stacked sections, each a drawer (prismatic along +x) or a
-    door (revolute about a vertical hinge on its left or right edge); fronts are overlay panels with a handle bar."""
+def _chest(rng, count: int | None, doors: bool) -> list[_Link]:
+    """A carcass open at the front (+x), split into `count` stacked sections (1-3 drawn if None), bottom to top, each
+    a drawer (prismatic along +x, closed with its front on the carcass, opening up to 0.6-0.9 of its inner depth) or,
+    where `doors` and the section is tall enough, a door (revolute about a vertical hinge on its left or right edge);
+    fronts are overlay panels with a handle bar. Links 'body', then 'drawer_<k>' / 'door_<k>' by section."""
     depth, width, height = rng.uniform(0.35, 0.6), rng.uniform(0.4, 0.9), rng.uniform(0.45, 1.0)
     t = rng.uniform(0.015, 0.025)
     body, front_rgba, handle_rgba = _colour(rng), _colour(rng), _colour(rng, 0.55, 0.8)
@@ -235,7 +237,7 @@ def _cabinet(rng) -> list[_Link]:
                _Box((0, 0, height / 2 - t / 2), (depth, width - 2 * t, t), body),
                _Box((0, 0, -height / 2 + t / 2), (depth, width - 2 * t, t), body),
                _Box((x0 + t / 2, 0, 0), (t, width - 2 * t, height - 2 * t), body)]
-    count = int(rng.integers(1, 4))
+    count = int(rng.integers(1, 4)) if count is None else count
     shares = rng.uniform(0.6, 1.4, count)
     cuts = -height / 2 + height * np.concatenate([[0.0], np.cumsum(shares) / shares.sum()])
     links = [_Link('body', carcass)]
@@ -246,7 +248,7 @@ def _cabinet(rng) -> list[_Link]:
             carcass.append(_Box((t / 2, 0, z0), (depth - t, width - 2 * t, t), body))
         panel_h, zc = z1 - z0 - 2 * gap, (z0 + z1) / 2
         bar = (0.02, min(0.3 * width, 0.25), 0.012)
-        if panel_h > 0.35 or (panel_h > 0.2 and rng.random() < 0.5):  # door, hinged at its back outer corner
+        if doors and (panel_h > 0.35 or (panel_h > 0.2 and rng.random() < 0.5)):  # door, hinged at its back corner
             side = -1.0 if rng.random() < 0.5 else 1.0  # hinge on the -y or +y edge
             boxes = [_Box((x1 + front_t / 2, 0, zc), (front_t, width - 2 * gap, panel_h), front_rgba),
                      _Box((x1 + front_t + 0.01, -side * (width / 2 - 0.05), zc),
@@ -270,6 +272,11 @@ def _cabinet(rng) -> list[_Link]:
                      lower=0.0, upper=float(rng.uniform(0.6, 0.9) * inner_d))
         links.append(_Link(f'drawer_{k}', boxes, joint))
     return links
+
+
+def _cabinet(rng) -> list[_Link]:
+    """1-3 sections, each a drawer or a door (parts vary per instance: 'body', then 'drawer_<k>' / 'door_<k>')."""
+    return _chest(rng, None, True)
 
 
 def _laptop(rng) -> list[_Link]:
