@@ -5,7 +5,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from kp_pose_ros.articulated.categories import ArticulatedInstance, CategoryModel
-from kp_pose_ros.articulated.part_fit import box_iou_3d, fit_object, fit_part, joint_error
+from kp_pose_ros.articulated.part_fit import PartFitConfig, box_iou_3d, fit_object, fit_part, joint_error
 from kp_pose_ros.core.transforms import rotation_error_deg, translation_error
 from kp_pose_ros.sim.procedural import articulated_instance
 
@@ -87,6 +87,8 @@ def test_box_points_refine_a_noisy_keypoint_fit():
         iou_after.append(box_iou_3d(refined.T_cam_box, refined.scale * PROPORTIONS, T, EXTENTS))
     assert np.mean(after) < 0.8 * np.mean(before)
     assert np.mean(iou_after) > np.mean(iou_before) + 0.05
+    fixed = fit_part(U, kp, points=points, proportions=PROPORTIONS, config=PartFitConfig(refine_scale=False))
+    assert fixed.refined and fixed.scale == plain.scale
 
 
 def test_refinement_never_spoils_an_exact_fit_and_ignores_far_outliers():

@@ -155,7 +155,7 @@ def _refine_part(u, kp, w, pts, R0, t0, s0, proportions, model_points, config: P
     half = None if proportions is None else np.asarray(proportions, float) / 2
 
     def pose(x):
-        s = s0 * np.exp(x[6]) if config.refine_scale else s0
+        s = s0 * np.exp(x[6]) if len(x) == 7 else s0
         return Rotation.from_rotvec(x[:3]).as_matrix() @ R0, t0 + x[3:6], s
 
     def residuals(x, targets=None):
@@ -172,8 +172,8 @@ def _refine_part(u, kp, w, pts, R0, t0, s0, proportions, model_points, config: P
         return tree.data[tree.query(((pts - t) @ R) / s)[1]]
 
     rot, trans = np.radians(config.max_rotation_deg), config.max_translation * s0
-    lo = np.array([-rot] * 3 + [-trans] * 3 + [-config.max_log_scale])
-    x0 = np.zeros(7)
+    lo = np.array([-rot] * 3 + [-trans] * 3 + ([-config.max_log_scale] if config.refine_scale else []))
+    x0 = np.zeros(len(lo))
     x = x0
     for _ in range(1 if tree is None else config.icp_iterations):
         targets = None if tree is None else correspondences(x)
@@ -298,7 +298,8 @@ def fit_object(model: CategoryModel, method: str, keypoints, scores=None, part_p
             t0[k], s0[k] = fits[k].T_cam_box[:3, 3], fits[k].scale
         else:
             t0[k], s0[k], _ = _similarity(R0[k], u[k][valid[k]], kp[k][valid[k]])
-    located &= s0 > 0
+    for k in np.flatnonzero(located & ~(s0 > 0)):
+        located[k], reasons[k] = False, 'its keypoints give no positive size'
     pts = [_subsample(part_points[k], cfg.max_points) if located[k] else None for k in range(P)]
     loc = np.flatnonzero(located)
     joints = sorted(tied)
