@@ -70,6 +70,8 @@ def test_missing_or_degenerate_keypoints_are_refused_with_a_reason():
     collinear = np.array([[0, 0, 0], [0.1, 0, 0], [0.2, 0, 0]], float)
     fit = fit_part(collinear, collinear)
     assert not fit.ok and 'collinear' in fit.reason
+    with pytest.raises(ValueError, match='proportions'):
+        fit_part(U, keypoints_of(np.eye(4)), points=np.zeros((10, 3)))
 
 
 def test_box_points_refine_a_noisy_keypoint_fit():

@@ -136,9 +136,11 @@ def fit_part(u, keypoints, scores=None, points=None, *, proportions=None, model_
         return _not_ok('the valid keypoints are collinear: the rotation about their line is undetermined')
     if not s > 0:
         return _not_ok('the keypoints give no positive scale')
+    if points is not None and proportions is None and model_points is None:
+        raise ValueError('observed points need a model to refine against: the box proportions or an instance cloud')
     pts = _subsample(points, config.max_points)
     refined = False
-    if pts is not None and (proportions is not None or model_points is not None):
+    if pts is not None:
         R, t, s, refined = _refine_part(u[valid], kp[valid], w[valid], pts, R, t, s, proportions, model_points,
                                         config)
     rms = float(np.sqrt(np.mean(np.sum((s * u[valid] @ R.T + t - kp[valid]) ** 2, axis=1))))
