@@ -19,6 +19,7 @@ from kp_pose_ros.articulated.part_keypoints import (
     wasserstein_loss,
 )
 from kp_pose_ros.sim.procedural import articulated_instance
+from kp_pose_ros.training import learn_part_keypoints
 
 FAST = KeypointConfig(steps=100, points=256)
 
@@ -160,3 +161,14 @@ def test_add_keypoints_round_trips_through_the_category_model(tmp_path):
     with pytest.raises(ValueError, match='unknown keypoint methods'):
         add_keypoints(model, instances, methods=('learned', 'nocs'))
 
+
+def test_cli_writes_a_category_model(tmp_path, capsys):
+    out = tmp_path / 'laptop.yaml'
+    # --seed 34 draws train instances 62946 and 4028: development seeds, clear of those the benchmarks hold out.
+    assert learn_part_keypoints.main(['--category', 'laptop', '--instances', '2', '--seed', '34', '--steps', '5',
+                                      '--out', str(out), '--work', str(tmp_path / 'work')]) == 0
+    model = CategoryModel.load(out)
+    assert model.part_names == ('base', 'lid') and model.instances == ['laptop_0062946', 'laptop_0004028']
+    assert model.keypoints('learned').shape == (2, 3, 3)
+    printed = capsys.readouterr().out
+    assert all(part in printed for part in model.part_names) and 'W1' in printed
