@@ -28,6 +28,7 @@ setup(
         (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.xml')),
         (f'share/{PACKAGE}/config/rviz', glob('config/rviz/*.rviz')),
         (f'share/{PACKAGE}/models', glob('models/*.onnx') + glob('models/*.yaml')),
+        (f'share/{PACKAGE}/models/articulated', glob('models/articulated/*.onnx') + glob('models/articulated/*.yaml')),
     ],
     install_requires=['setuptools'],
     zip_safe=True,
