@@ -1,11 +1,14 @@
 """One scene description for the category-level and articulated pipelines: procedural instances (sim.procedural) of
-rigid categories settled on a table with physics, articulated objects at random joint states on the floor (laptops on
-the table when there is one), seen by a SimScene camera without a robot, with per-instance and per-part ground truth.
+rigid categories settled on a table with physics, articulated objects at random joint states on the floor (laptops,
+eyeglasses and scissors on the table when there is one), seen by a SimScene camera without a robot, with per-instance
+and per-part ground truth.
 
 Layout (`new_layout`): a table (a box of random size and height at `table_xy_m`, when rigid instances are asked for);
-articulated objects first, fixed-base, at a random yaw (`yaw_range_deg`, 0 = front towards world +x), their movable
-joints reset to uniform random states within the URDF limits (pybullet resetJointState) and held there by position
-motors while the rest settles; the rigid instances are then dropped upright (canonical +y along world +z) at a random
+articulated objects first, fixed-base, upright at a random yaw (`yaw_range_deg`, 0 = front towards world +x) with
+their lowest collision box 1 mm above the floor or table, their movable joints reset to uniform random states within
+the URDF limits (pybullet resetJointState; drawn again, up to _STATE_TRIES times, while two moving parts interpenetrate,
+else left closed) and held there by position motors while the rest settles; small objects alone on the floor are seen
+from closer (`view_radius_m`); the rigid instances are then dropped upright (canonical +y along world +z) at a random
 yaw and a small tilt, and pybullet steps until they rest (collision shape: the convex hull, as sim.objects; those off
 the table after `redrops` tries are removed). Instances are drawn per layout from the instance seeds of `split`.
 
@@ -45,10 +48,12 @@ from kp_pose_ros.sim.scene import SimFrame, SimScene
 from kp_pose_ros.sim.tabletop import TableTop, TableTopConfig, TableTopScene
 
 JOINT_TYPES = {pybullet.JOINT_REVOLUTE: 'revolute', pybullet.JOINT_PRISMATIC: 'prismatic'}
-# Where each articulated category stands: laptops on the table when the layout has one.
-TABLE_TOP_CATEGORIES = ('laptop',)
+# Where each articulated category stands: these on the table when the layout has one, the others on the floor.
+TABLE_TOP_CATEGORIES = ('laptop', 'eyeglasses', 'scissors')
 _DENSITY_KG_M3 = 500.0
 _PLACEMENT_TRIES = 30
+_STATE_TRIES = 50          # joint state draws per articulated instance before it is left closed
+_PENETRATION_M = 5e-4      # parts overlapping by more than this interpenetrate (touching ones do not)
 # z up -> NOCS canonical y up: the canonical frame's axes in a world frame where it stands upright.
 _UPRIGHT = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
@@ -82,6 +87,11 @@ class ProceduralSceneConfig(TableTopConfig):
     # Articulated objects on the floor stand this far from the table's edge (or, without a table, from its centre).
     floor_gap_range_m: tuple[float, float] = (0.05, 0.6)
     tilt_deg: float = 10.0
+    # Layouts without a table whose largest instance is smaller than this (half its closed bbox diagonal; just under
+    # the smallest laptop's) are brought closer in proportion, no nearer than min_view_scale: floor gaps, camera
+    # distances and look-at jitter scale alike, so eyeglasses or scissors alone fill the view as a laptop does.
+    view_radius_m: float = 0.16
+    min_view_scale: float = 0.3
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.categories if c not in CATEGORIES] + [
@@ -99,6 +109,9 @@ class ProceduralSceneConfig(TableTopConfig):
             raise ValueError('a layout needs at least one instance')
         if self.split not in SPLITS:
             raise ValueError(f'split must be one of {tuple(SPLITS)}, got {self.split!r}')
+        if not self.view_radius_m > 0.0 or not 0.0 < self.min_view_scale <= 1.0:
+            raise ValueError(f'view_radius_m must be > 0 and min_view_scale within (0, 1], got {self.view_radius_m}, '
+                             f'{self.min_view_scale}')
         super().__post_init__()
 
 
@@ -164,6 +177,7 @@ class ProceduralScene(TableTopScene):
         self.articulated: dict[int, ArticulatedAsset] = {}
         self._assets: dict[tuple[str, int], ArticulatedAsset] = {}
         self._hull_com: dict[int, np.ndarray] = {}
+        self.view_scale = 1.0  # of the current layout (see ProceduralSceneConfig.view_radius_m)
         self.new_layout()
 
     # ------------------------------------------------------------------ layout
@@ -179,9 +193,15 @@ class ProceduralScene(TableTopScene):
             n_rigid, n_art = (1, 0) if cfg.rigid_per_layout[1] > 0 else (0, 1)
         if n_rigid > 0:
             self.table.build()
-        for category, seed in zip(rng.choice(list(cfg.articulated_categories), n_art).tolist() if n_art else [],
-                                  draw_seeds(rng, cfg.split, n_art)):
-            self._place_articulated(category, seed)
+        assets = [self._asset(category, seed) for category, seed in zip(
+            rng.choice(list(cfg.articulated_categories), n_art).tolist() if n_art else [],
+            draw_seeds(rng, cfg.split, n_art))]
+        self.view_scale = 1.0
+        if assets and self.table.body is None:
+            largest = max(0.5 * float(np.linalg.norm(asset.size_m)) for asset in assets)
+            self.view_scale = float(np.clip(largest / cfg.view_radius_m, cfg.min_view_scale, 1.0))
+        for asset in assets:
+            self._place_articulated(asset)
         if n_rigid:
             bodies = [self._make_rigid(category, seed) for category, seed in
                       zip(rng.choice(list(cfg.categories), n_rigid).tolist(), draw_seeds(rng, cfg.split, n_rigid))]
@@ -189,24 +209,37 @@ class ProceduralScene(TableTopScene):
                 del self.rigid[body]
         self.new_view()
 
-    def _aabb(self, body: int) -> tuple[np.ndarray, np.ndarray]:
-        """World AABB of every link (pybullet's getAABB of a body covers its base link only)."""
-        boxes = [self.client.getAABB(body, link) for link in range(-1, self.client.getNumJoints(body))]
-        return np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
+    def _self_penetrating(self, body: int) -> bool:
+        """Whether boxes of two different moving links of `body` overlap by more than _PENETRATION_M (pybullet reports
+        no closest points within one body, and fixed-base bodies do not collide with themselves). The base is left out:
+        sim.procedural shapes each part to move clear of it over its whole range (but for cabinet doors opened past
+        90 degrees, which graze their side panel by up to the 2 mm panel gap)."""
+        links, corners = _box_corners(self.client, body)
+        moving = links >= 0
+        return _boxes_penetrate(links[moving], corners[moving], _PENETRATION_M)
 
-    def _place_articulated(self, category: str, seed: int) -> None:
-        c, cfg, rng = self.client, self.config, self.scene.rng
+    def _asset(self, category: str, seed: int) -> ArticulatedAsset:
         key = (category, seed)
         if key not in self._assets:
             self._assets[key] = articulated_instance(category, seed, self.asset_dir)
-        asset = self._assets[key]
+        return self._assets[key]
+
+    def _place_articulated(self, asset: ArticulatedAsset) -> None:
+        c, cfg, rng = self.client, self.config, self.scene.rng
+        category = asset.category
         body = c.loadURDF(str(asset.urdf.resolve()), useFixedBase=True)
         self.articulated[body] = asset
         self.scene.body_names[body] = f'articulated:{asset.name}'
         joints = [j for j in range(c.getNumJoints(body)) if c.getJointInfo(body, j)[2] in JOINT_TYPES]
-        for j in joints:
-            lower, upper = c.getJointInfo(body, j)[8:10]
-            c.resetJointState(body, j, float(rng.uniform(lower, upper)))
+        limits = [c.getJointInfo(body, j)[8:10] for j in joints]
+        for _ in range(_STATE_TRIES):  # states where no two parts interpenetrate (folded temples: one at a time)
+            for j, (lower, upper) in zip(joints, limits):
+                c.resetJointState(body, j, float(rng.uniform(lower, upper)))
+            if not self._self_penetrating(body):
+                break
+        else:  # closed: free of interpenetration by construction (sim.procedural)
+            for j, (lower, _) in zip(joints, limits):
+                c.resetJointState(body, j, lower)
         if joints:  # hold the drawn states against gravity and whatever lands on them while the rest settles
             states = [c.getJointState(body, j)[0] for j in joints]
             c.setJointMotorControlArray(body, joints, pybullet.POSITION_CONTROL, targetPositions=states,
@@ -224,12 +257,12 @@ class ProceduralScene(TableTopScene):
             else:
                 angle = rng.uniform(0.0, 2.0 * math.pi)
                 distance = (table_radius + radius if table is not None else 0.0) + rng.uniform(
-                    *cfg.floor_gap_range_m)
+                    *cfg.floor_gap_range_m) * self.view_scale
                 xy = np.asarray(cfg.table_xy_m) + distance * np.array([math.cos(angle), math.sin(angle)])
                 floor_z = 0.0
             orn = c.getQuaternionFromEuler([0.0, 0.0, yaw])
             c.resetBasePositionAndOrientation(body, [*xy, 0.0], orn)
-            lowest = self._aabb(body)[0][2]
+            lowest = _box_corners(c, body)[1].reshape(-1, 3)[:, 2].min()  # exact: AABBs are padded by ~1 mm
             c.resetBasePositionAndOrientation(body, [*xy, floor_z - lowest + 1e-3], orn)
             if not any(c.getClosestPoints(body, other, 0.0) for other in others):
                 return
@@ -269,10 +302,13 @@ class ProceduralScene(TableTopScene):
 
     # ------------------------------------------------------------------ view
     def new_view(self) -> None:
-        """A camera pose around the centre of the layout's instances, and new lights, backdrop, floor and table."""
-        scene = self.scene
+        """A camera pose around the centre of the layout's instances (distance and look-at jitter scaled by
+        `view_scale`), and new lights, backdrop, floor and table."""
+        scene, cfg = self.scene, self.config
         centres = [link_frame(self.client, b, -1)[:3, 3] for b in [*self.rigid, *self.articulated]]
         scene.config.look_at_m = tuple(float(v) for v in np.mean(centres, axis=0))
+        scene.config.distance_range_m = tuple(float(d) * self.view_scale for d in cfg.distance_range_m)
+        scene.config.look_at_jitter_m = cfg.look_at_jitter_m * self.view_scale
         scene.randomize_camera()
         scene.randomize_appearance()
         self.table.new_texture()
@@ -322,6 +358,47 @@ class ProceduralScene(TableTopScene):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _box_corners(client, body: int) -> tuple[np.ndarray, np.ndarray]:
+    """The link index (n,) and world corners (n, 8, 3) of every box collision shape of `body` (frames of collision
+    shapes are given relative to their link's centre of mass frame)."""
+    links, corners = [], []
+    signs = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
+    for link in range(-1, client.getNumJoints(body)):
+        com = client.getBasePositionAndOrientation(body) if link < 0 else client.getLinkState(
+            body, link, computeForwardKinematics=1)[:2]
+        for shape in client.getCollisionShapeData(body, link):
+            if shape[2] != pybullet.GEOM_BOX:
+                continue
+            position, orientation = client.multiplyTransforms(*com, shape[5], shape[6])
+            R = np.array(pybullet.getMatrixFromQuaternion(orientation)).reshape(3, 3)
+            links.append(link)
+            corners.append((signs * np.asarray(shape[3])) @ R.T + np.asarray(position))
+    return np.array(links, int), np.array(corners, float).reshape(-1, 8, 3)
+
+
+def _boxes_penetrate(links: np.ndarray, corners: np.ndarray, tolerance: float) -> bool:
+    """Whether two boxes of different links overlap by more than `tolerance` along every separating axis candidate
+    (the 15 axes of the separating axis theorem for two boxes)."""
+    i, j = np.triu_indices(len(links), 1)
+    keep = links[i] != links[j]
+    i, j = i[keep], j[keep]
+    if not len(i):
+        return False
+    axes = corners[:, [4, 2, 1]] - corners[:, [0]]                       # (n, 3, 3): the box edges
+    axes = axes / np.linalg.norm(axes, axis=2, keepdims=True)
+    a, b = axes[i], axes[j]
+    cross = np.cross(a[:, :, None, :], b[:, None, :, :]).reshape(-1, 9, 3)
+    candidates = np.concatenate([a, b, cross], axis=1)                   # (p, 15, 3)
+    norm = np.linalg.norm(candidates, axis=2, keepdims=True)
+    valid = norm[..., 0] > 1e-6                                          # (parallel edges give no axis)
+    candidates = candidates / np.where(norm > 1e-6, norm, 1.0)
+    proj_a = np.einsum('pkd,pcd->pkc', candidates, corners[i])
+    proj_b = np.einsum('pkd,pcd->pkc', candidates, corners[j])
+    overlap = np.minimum(proj_a.max(2), proj_b.max(2)) - np.maximum(proj_a.min(2), proj_b.min(2))
+    depth = np.where(valid, overlap, np.inf).min(axis=1)
+    return bool((depth > tolerance).any())
 
 
 def _rotation(axis, angle: float) -> np.ndarray:
