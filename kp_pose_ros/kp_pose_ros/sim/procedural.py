@@ -13,6 +13,20 @@ collision shapes, in ROS's z-up convention: the base link frame is at the centre
 URDF axis is also its axis in the object frame. Parts are boxes: exact collision shapes, and flat-shaded panels are
 what cabinets and laptops are made of.
 
+Parts (URDF links, base first; pybullet link index k - 1 and written part_id k for the k-th) and joints, all closed
+at their lower limit 0; ARTICULATED_PARTS holds the fixed lists:
+- cabinet: 'body', then per section k (1-3, bottom to top) 'drawer_<k>' (prismatic along +x) or 'door_<k>' (revolute
+  about +-z on its hinge edge, the free edge swinging out towards +x); the only category whose parts vary.
+- laptop: 'base', 'lid' (revolute about -y on the back top edge: opening lifts the front edge).
+- drawer: 'body', 'drawer_0', 'drawer_1', 'drawer_2' (bottom to top; prismatic along +x, open up to 0.6-0.9 of the
+  drawer's inner depth): a chest built as a cabinet of three drawer sections.
+- eyeglasses: 'frame', 'temple_left' (+y end, about -z), 'temple_right' (-y end, about +z): 0 = folded behind the
+  front, 1.5-1.7 rad = open, the free ends towards -x; the left temple lies 1 mm above the right one.
+- scissors: 'blade_a', 'blade_b' (above blade_a; revolute about +z through the pivot, 0 = closed, 0.6-0.9 rad =
+  open, blade_b's tip swinging towards +y); tips towards +x, lying flat.
+Joints are named '<child link>_joint'. No two parts interpenetrate when closed; moving parts may meet at some states
+of two joints (a temple opened through the other, folded one): sim.procedural_scene draws states clear of that.
+
 Determinism and splits: an instance is a function of (category, seed) alone. Seeds in TRAIN_SEEDS give the training
 instances, seeds in TEST_SEEDS the held-out ones (never drawn in training): `split_of(seed)` and `draw_seeds`.
 """
@@ -30,7 +44,16 @@ import trimesh
 from kp_pose_ros.core.atomic_file import atomic_open
 
 CATEGORIES = ('bottle', 'bowl', 'can', 'mug', 'box')
-ARTICULATED_CATEGORIES = ('cabinet', 'laptop')
+ARTICULATED_CATEGORIES = ('cabinet', 'laptop', 'drawer', 'eyeglasses', 'scissors')
+# The fixed part list (URDF link order, base first) of every articulated category but 'cabinet', whose parts vary per
+# instance ('body', then one 'drawer_<k>' or 'door_<k>' per section k, bottom to top). Written data number parts in
+# this order: part_id k = the k-th name (pybullet link index k - 1, the base link -1).
+ARTICULATED_PARTS = {
+    'laptop': ('base', 'lid'),
+    'drawer': ('body', 'drawer_0', 'drawer_1', 'drawer_2'),
+    'eyeglasses': ('frame', 'temple_left', 'temple_right'),
+    'scissors': ('blade_a', 'blade_b'),
+}
 TRAIN_SEEDS = range(0, 1_000_000)
 TEST_SEEDS = range(1_000_000, 2_000_000)
 SPLITS = {'train': TRAIN_SEEDS, 'test': TEST_SEEDS}
@@ -279,6 +302,11 @@ def _cabinet(rng) -> list[_Link]:
     return _chest(rng, None, True)
 
 
+def _drawer(rng) -> list[_Link]:
+    """A chest of exactly three drawers (ARTICULATED_PARTS['drawer'], bottom to top)."""
+    return _chest(rng, len(ARTICULATED_PARTS['drawer']) - 1, False)
+
+
 def _laptop(rng) -> list[_Link]:
     """A base slab with a keyboard panel and a lid hinged on the base's back top edge (revolute about -y: opening
     lifts the lid's front edge), with a screen panel on its inner face."""
@@ -292,10 +320,109 @@ def _laptop(rng) -> list[_Link]:
            _Box((0, 0, base_t - _DECAL_M / 2), (depth - 2 * margin, width - 2 * margin, _DECAL_M), dark, False)]
     joint = dict(name='lid_joint', type='revolute', origin=(-depth / 2, 0.0, base_t), axis=(0.0, -1.0, 0.0),
                  lower=0.0, upper=float(rng.uniform(1.9, 2.3)))
-    return [_Link('base', base), _Link('lid', lid, joint)]
+    names = ARTICULATED_PARTS['laptop']
+    return [_Link(names[0], base), _Link(names[1], lid, joint)]
 
 
-_ARTICULATED_BUILDERS = {'cabinet': _cabinet, 'laptop': _laptop}
+def _eyeglasses(rng) -> list[_Link]:
+    """A front (two rimmed lenses, a bridge, end pieces reaching back to the hinges) in the yz plane facing +x, and two
+    temples hinged behind its outer ends about vertical axes: 'temple_left' (+y end, about -z) and 'temple_right' (-y
+    end, about +z), both folded behind the front at 0 (pointing inwards along the front) and open at 1.5-1.7 rad
+    (pointing towards -x, a little splayed past 90 degrees). The left temple lies 1 mm above the right one; each ends
+    in a tip bent down to the front's lower edge (open glasses stand on their rims and tips), 0.6 mm behind where the
+    other temple lies folded. Closed, nothing interpenetrates; a temple opening while the other is (nearly) folded, or
+    both half open, can run into the other's tip (sim.procedural_scene draws states clear of that)."""
+    base, left, right = ARTICULATED_PARTS['eyeglasses']
+    width, lens_h = rng.uniform(0.12, 0.15), rng.uniform(0.028, 0.05)
+    bridge, rim, thick = rng.uniform(0.014, 0.022), rng.uniform(0.002, 0.0045), rng.uniform(0.003, 0.006)
+    length = float(np.clip(width * rng.uniform(0.93, 1.04), 0.12, 0.15))
+    temple_w, temple_h, lug = rng.uniform(0.002, 0.0035), rng.uniform(0.003, 0.005), rng.uniform(0.004, 0.008)
+    tip_l, gap, clear = rng.uniform(0.003, 0.006), 0.001, 0.0006
+    frame_rgba = _colour(rng, 0.05, 0.9)
+    temple_rgba = frame_rgba if rng.random() < 0.7 else _colour(rng, 0.05, 0.9)
+    lens_rgba = np.append(rng.uniform(0.03, 0.3, 3) * 255.0, 255.0).astype(np.uint8)
+    lens_w = (width - bridge) / 2  # one rimmed lens, rims included
+    hinge_z = lens_h - max(rng.uniform(0.2, 0.35) * lens_h, temple_h + gap + rim)
+    hinge_x = -thick - lug
+    front = [_Box((-thick / 2, 0.0, lens_h - rim - rng.uniform(0.0, 0.25) * lens_h),
+                  (thick, bridge + rim, rng.uniform(0.0025, 0.004)), frame_rgba)]
+    for side in (1.0, -1.0):
+        yc = side * (bridge / 2 + lens_w / 2)
+        front += [_Box((-thick / 2, yc, lens_h - rim / 2), (thick, lens_w, rim), frame_rgba),
+                  _Box((-thick / 2, yc, rim / 2), (thick, lens_w, rim), frame_rgba),
+                  _Box((-thick / 2, side * (width / 2 - rim / 2), lens_h / 2), (thick, rim, lens_h - 2 * rim),
+                       frame_rgba),
+                  _Box((-thick / 2, side * (bridge / 2 + rim / 2), lens_h / 2), (thick, rim, lens_h - 2 * rim),
+                       frame_rgba),
+                  _Box((-thick / 2, yc, lens_h / 2), (0.4 * thick, lens_w - 2 * rim, lens_h - 2 * rim), lens_rgba),
+                  _Box((-thick - lug / 2, side * (width / 2 - temple_w / 2), hinge_z),
+                       (lug, temple_w, 2 * temple_h + gap), frame_rgba)]
+    links = [_Link(base, front)]
+    for name, side, z0 in ((left, 1.0, hinge_z + gap / 2), (right, -1.0, hinge_z - gap / 2 - temple_h)):
+        hinge_y = side * (width / 2 - temple_w)
+        free_y = hinge_y - side * length  # the free end, folded: across the front, towards the other side
+        tip_x = hinge_x - temple_w - clear - temple_w / 2
+        boxes = [_Box((hinge_x - temple_w / 2, (hinge_y + free_y) / 2, z0 + temple_h / 2), (temple_w, length, temple_h),
+                      temple_rgba),
+                 # the bend (in the temple's own height) and the tip down to the front's lower edge
+                 _Box((hinge_x - temple_w - (clear + temple_w) / 2, free_y + side * tip_l / 2, z0 + temple_h / 2),
+                      (clear + temple_w, tip_l, temple_h), temple_rgba),
+                 _Box((tip_x, free_y + side * tip_l / 2, z0 / 2), (temple_w, tip_l, z0), temple_rgba)]
+        # Folded along -side * y behind the front; about -side * z, opening swings the free end round to -x.
+        joint = dict(name=f'{name}_joint', type='revolute', origin=(hinge_x, hinge_y, hinge_z),
+                     axis=(0.0, 0.0, -side), lower=0.0, upper=float(rng.uniform(1.5, 1.7)))
+        links.append(_Link(name, boxes, joint))
+    return links
+
+
+def _scissors(rng) -> list[_Link]:
+    """Two blades lying in the xy plane, tips towards +x, pivoting about z: 'blade_a' (the base, lower, cutting edge on
+    its +y side, finger ring at +y behind the pivot) and 'blade_b' (0.5 mm above it, mirrored, ring at -y, a screw head
+    on the pivot), revolute about +z through the pivot: 0 = closed (blades overlapping), 0.6-0.9 rad = open (blade_b's
+    tip swings towards +y, its ring further to -y). The rings are as thick as both blades together, so the scissors
+    lie on both rings and blade_a."""
+    base, moving = ARTICULATED_PARTS['scissors']
+    total = rng.uniform(0.14, 0.22)
+    blade_l = total * rng.uniform(0.45, 0.58)
+    handle_l = total - blade_l
+    blade_w = total * rng.uniform(0.07, 0.1)
+    t_a, t_b, gap = rng.uniform(0.0015, 0.0025), rng.uniform(0.0015, 0.0025), 0.0005
+    height = t_a + gap + t_b
+    edge, pad = 0.25 * blade_w, 0.6 * blade_w  # edge offset from the axis; blade length behind the pivot
+    ring_gap, bar, shank_w = rng.uniform(0.001, 0.2 * blade_w), rng.uniform(0.003, 0.0045), rng.uniform(0.005, 0.008)
+    ring_x = (handle_l - pad - 0.006) * rng.uniform(0.6, 0.85)
+    ring_y = rng.uniform(0.018, 0.03)
+    metal = np.append(np.clip(rng.uniform(0.55, 0.85) + rng.uniform(-0.04, 0.04, 3), 0, 1) * 255.0,
+                      255.0).astype(np.uint8)
+    plastic = _colour(rng)
+    links = []
+    for name, side, z0, t in ((base, 1.0, 0.0, t_a), (moving, -1.0, t_a + gap, t_b)):
+        zc = z0 + t / 2
+        boxes = []
+        for x0, x1, share in ((-pad, 0.45 * blade_l, 1.0), (0.45 * blade_l, 0.8 * blade_l, 0.7),
+                              (0.8 * blade_l, blade_l, 0.4)):  # tapering, the cutting edge straight
+            w = share * blade_w
+            boxes.append(_Box(((x0 + x1) / 2, side * (edge - w / 2), zc), (x1 - x0, w, t), metal))
+        ring_front = -handle_l + ring_x
+        shank_x0, shank_x1 = ring_front - bar, 0.3 * blade_w
+        boxes.append(_Box(((shank_x0 + shank_x1) / 2, side * (ring_gap + shank_w / 2), zc),
+                          (shank_x1 - shank_x0, shank_w, t), metal))
+        ring_yc, ring_xc = side * (ring_gap + ring_y / 2), -handle_l + ring_x / 2
+        boxes += [_Box((ring_xc, ring_yc - ring_y / 2 + bar / 2, height / 2), (ring_x, bar, height), plastic),
+                  _Box((ring_xc, ring_yc + ring_y / 2 - bar / 2, height / 2), (ring_x, bar, height), plastic),
+                  _Box((-handle_l + bar / 2, ring_yc, height / 2), (bar, ring_y - 2 * bar, height), plastic),
+                  _Box((ring_front - bar / 2, ring_yc, height / 2), (bar, ring_y - 2 * bar, height), plastic)]
+        if name == moving:
+            boxes.append(_Box((0.0, 0.0, height + 0.0004), (0.006, 0.006, 0.0008),
+                               np.append(metal[:3] // 2 + 40, 255).astype(np.uint8)))
+        links.append(_Link(name, boxes))
+    links[1].joint = dict(name=f'{moving}_joint', type='revolute', origin=(0.0, 0.0, t_a + gap), axis=(0.0, 0.0, 1.0),
+                          lower=0.0, upper=float(rng.uniform(0.6, 0.9)))
+    return links
+
+
+_ARTICULATED_BUILDERS = {'cabinet': _cabinet, 'laptop': _laptop, 'drawer': _drawer, 'eyeglasses': _eyeglasses,
+                         'scissors': _scissors}
 
 
 def _box_mesh(box: _Box) -> trimesh.Trimesh:
@@ -313,6 +440,8 @@ def articulated_instance(category: str, seed: int, folder: str | Path) -> Articu
     if category not in _ARTICULATED_BUILDERS:
         raise ValueError(f'unknown articulated category {category!r}; categories: {ARTICULATED_CATEGORIES}')
     links = _ARTICULATED_BUILDERS[category](_instance_rng(category, seed))
+    if category in ARTICULATED_PARTS and tuple(link.name for link in links) != ARTICULATED_PARTS[category]:
+        raise RuntimeError(f'{category} built parts {[link.name for link in links]}, not {ARTICULATED_PARTS[category]}')
     # Builders give every box in the base frame with the joints closed; child boxes go into their joint's frame.
     for link in links[1:]:
         o = np.asarray(link.joint['origin'])
