@@ -10,6 +10,11 @@ def objects_dir(value: str = '') -> str:
     return value or (str(default) if default.is_dir() else '')
 
 
+def _words(text: str) -> list[str]:
+    """A list launch argument: names separated by commas and/or spaces ('laptop,drawer' or 'laptop drawer')."""
+    return text.replace(',', ' ').split()
+
+
 def build(args):
     objects = args['scene'] == 'objects'
     return [NodeSpec(
@@ -31,20 +36,29 @@ def build(args):
             'objects_dir': objects_dir(args['objects_dir']) if objects else args['objects_dir'],
             'objects_per_layout': int(args['objects_per_layout']),
             'views_per_layout': int(args['views_per_layout']),
+            # Empty: the node's default (the categories articulated_pose estimates).
+            **({'articulated_categories': _words(args['articulated_categories'])}
+               if args['articulated_categories'].strip() else {}),
+            'articulated_per_layout': [int(n) for n in _words(args['articulated_per_layout'])],
         })]
 
 
 GRAPH = Graph(
     name='sim_camera',
-    description='Synthetic RGB-D camera (pybullet: a Franka Panda, or table-top objects) on the RealSense topics, '
-                'ground truth under /sim/.',
+    description='Synthetic RGB-D camera (pybullet: a Franka Panda, table-top objects or articulated objects) on the '
+                'RealSense topics, ground truth under /sim/.',
     arguments=(
         Argument('scene', 'robot', 'robot: a moving Franka Panda; objects: table-top layouts of objects_dir\'s models '
-                 '(ground truth /sim/objects).', choices=('robot', 'objects')),
+                 '(ground truth /sim/objects); articulated: procedural articulated objects unseen in training (ground '
+                 'truth /sim/articulated/parts and /sim/articulated/joint_states).',
+                 choices=('robot', 'objects', 'articulated')),
         Argument('objects_dir', '', 'scene:=objects: BOP model folder; empty: ../shared/data/lmo/models beside the '
                  'repository where it exists.'),
         Argument('objects_per_layout', '8', 'scene:=objects: objects dropped onto each table.'),
-        Argument('views_per_layout', '10', 'scene:=objects: frames (camera poses) per table layout.'),
+        Argument('views_per_layout', '10', 'scene:=objects|articulated: frames (camera poses) per layout.'),
+        Argument('articulated_categories', '', 'scene:=articulated: categories, comma-separated (e.g. '
+                 'laptop,drawer); empty: those articulated_pose estimates.'),
+        Argument('articulated_per_layout', '1,2', 'scene:=articulated: fewest,most instances per layout.'),
         Argument('camera_model', 'realsense_d435', 'Intrinsics preset of the simulated camera.'),
         Argument('rate_hz', '10.0', 'Frame rate (Hz).'),
         Argument('seed', '0', 'Scene seed; the same seed gives the same frames.'),

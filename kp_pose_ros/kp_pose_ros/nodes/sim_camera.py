@@ -1,7 +1,8 @@
 """Synthetic RGB-D camera: publishes what a RealSense driver publishes (colour, aligned depth, camera_info, the
-static optical transform), rendered by pybullet, plus ground truth under /sim/. Two scenes: a moving robot arm (joint
-states, camera pose, keypoints) for robot_calib, or table-top layouts of a BOP model set (every object's pose and
-visibility) for object_pose.
+static optical transform), rendered by pybullet, plus ground truth under /sim/. Three scenes: a moving robot arm (joint
+states, camera pose, keypoints) for robot_calib, table-top layouts of a BOP model set (every object's pose and
+visibility) for object_pose, or layouts of procedural articulated instances unseen in training (every part's box pose
+and size, every joint's state) for articulated_pose.
 
 Frames are rendered from the frame index, not the wall clock, so a run is deterministic for a seed however fast the
 machine is; stamps are the node's clock (use_sim_time works)."""
@@ -16,6 +17,7 @@ from std_msgs.msg import Header, String
 from vision_msgs.msg import Detection3DArray
 
 from kp_pose_msgs.msg import Keypoint2D, Keypoint3D, KeypointArray, KeypointInstance
+from kp_pose_ros.articulated.categories import ArticulatedInstance
 from kp_pose_ros.core.image_codec import metres_to_depth
 from kp_pose_ros.core.transforms import make_transform, quat_xyzw_to_matrix
 from kp_pose_ros.objects.models import load_bop_models
@@ -32,6 +34,9 @@ from kp_pose_ros.sim.camera_effects import EffectRanges
 from kp_pose_ros.sim.camera_presets import PRESET_NAMES, camera_from_fov, preset
 from kp_pose_ros.sim.depth_sensors import DEPTH_SENSOR_NAMES
 from kp_pose_ros.sim.objects import ObjectFrame, ObjectScene, ObjectSceneConfig
+from kp_pose_ros.sim.procedural import ARTICULATED_CATEGORIES
+from kp_pose_ros.sim.procedural_scene import InstanceTruth, ProceduralFrame, ProceduralScene, ProceduralSceneConfig
+from kp_pose_ros.sim.procedural_writer import config_for
 from kp_pose_ros.sim.renderer import RendererError
 from kp_pose_ros.sim.scene import RENDERERS, SceneConfig, SimScene
 from kp_pose_ros.sim.trajectory import RandomWaypointTrajectory
@@ -43,6 +48,9 @@ COLOR_OFFSET_M = (0.0, 0.015, 0.0)
 # camera_link -> colour frame -> colour optical frame, fixed.
 T_LINK_COLOR = make_transform(np.eye(3), np.array(COLOR_OFFSET_M))
 T_COLOR_OPTICAL = make_transform(R_BODY_OPTICAL, np.zeros(3))
+# The articulated categories articulated_pose estimates (a fixed part list each; cabinets' parts vary), as far as the
+# data engine draws them: scene "articulated"'s default.
+ESTIMATED_ARTICULATED = tuple(c for c in ('laptop', 'drawer', 'eyeglasses', 'scissors') if c in ARTICULATED_CATEGORIES)
 
 
 def driver_static_transforms(camera_name: str, stamp) -> list:
@@ -59,9 +67,10 @@ def camera_messages(frame, camera, header) -> tuple[Image, CameraInfo, Image]:
             array_to_image(metres_to_depth(frame.depth_m, '16UC1'), '16UC1', header))
 
 
-def next_object_frame(scene: ObjectScene, index: int, views_per_layout: int) -> ObjectFrame:
-    """Frame `index` of an object scene: a new view every frame, a new layout every `views_per_layout` frames (the
-    first shows the layout the scene was built with)."""
+def next_object_frame(scene: ObjectScene | ProceduralScene, index: int,
+                      views_per_layout: int) -> ObjectFrame | ProceduralFrame:
+    """Frame `index` of an object (or articulated) scene: a new view every frame, a new layout every
+    `views_per_layout` frames (the first shows the layout the scene was built with)."""
     if index > 0 and index % views_per_layout == 0:
         scene.new_layout()
     elif index > 0:
@@ -84,19 +93,75 @@ def objects_message(frame: ObjectFrame, models: dict, header) -> Detection3DArra
     return msg
 
 
+def articulated_scene_config(camera, categories, per_layout, sensor: dict) -> ProceduralSceneConfig:
+    """Scene "articulated": the data engine's articulated layouts (sim.procedural_writer kind "articulated": on the
+    floor, no table) of TEST-split instances of `categories` (never seen in training), `per_layout` = (fewest, most)
+    instances per layout. ValueError, saying why, for unknown categories or bad counts."""
+    categories = [str(c) for c in categories]
+    unknown = [c for c in categories if c not in ARTICULATED_CATEGORIES]
+    if not categories or unknown:
+        problem = f'unknown categories {unknown}' if unknown else 'no category'
+        raise ValueError(f'articulated_categories: {problem}; the data engine draws '
+                         f'{", ".join(ARTICULATED_CATEGORIES)}')
+    counts = [int(n) for n in per_layout]
+    if len(counts) != 2 or not 1 <= counts[0] <= counts[1]:
+        raise ValueError(f'articulated_per_layout must be [fewest, most] with 1 <= fewest <= most, got {counts}')
+    return config_for('articulated', categories, camera=camera, split='test', articulated_per_layout=tuple(counts),
+                      **sensor)
+
+
+def part_boxes(instance: InstanceTruth, model: ArticulatedInstance) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(part name, T_cam_box, box extents) of each part of an articulated instance, base first: the box frame is the
+    part's link frame moved to the centre of its geometry's bounding box (articulated.categories), as articulated_pose
+    estimates it."""
+    offsets = dict(zip(model.part_names, model.box_offsets()))
+    extents = {p.name: p.extents for p in model.parts}
+    return [(p.name, p.T_cam_part @ offsets[p.name], extents[p.name]) for p in instance.parts]
+
+
+def articulated_truth(scene: ProceduralScene, frame: ProceduralFrame, models: dict, header) \
+        -> tuple[Detection3DArray, JointState]:
+    """The ground truth of an articulated frame: one Detection3D per part of every instance (id
+    `<instance>/<part>`, class `<category>/<part>`, pose and bbox centre = the part's box frame in the camera optical
+    frame, bbox size = the box extents, score = the visible share of the instance's silhouette, 0 when hidden or out of
+    view) and one JointState with every joint's true state (`<instance>/<joint>`, rad or m). `models` caches each
+    instance's ArticulatedInstance by URDF path."""
+    parts, names, states = Detection3DArray(header=header), [], []
+    for k, inst in enumerate(frame.instances):
+        if inst.kind != 'articulated':
+            continue
+        urdf = scene.articulated[inst.body].urdf
+        if urdf not in models:
+            models[urdf] = ArticulatedInstance(urdf, inst.category, points_per_part=64)
+        silhouette = np.count_nonzero(scene.scene.silhouette(inst.body))
+        visible = np.count_nonzero(frame.instance_mask(k)) / silhouette if silhouette else 0.0
+        for name, T_cam_box, extents in part_boxes(inst, models[urdf]):
+            parts.detections.append(detection_3d(header, f'{inst.category}/{name}', min(visible, 1.0), T_cam_box,
+                                                 f'{inst.name}/{name}', -extents / 2, extents))
+        names += [f'{inst.name}/{j.name}' for j in inst.joints]
+        states += [j.state for j in inst.joints]
+    return parts, joint_state(names, states, header.stamp)
+
+
 class SimCameraNode(PipelineNode):
     PARAMS = (
         Param('scene', 'robot', '"robot": a Franka Panda moving through random poses (ground truth /sim/joint_states, '
               '/sim/camera_pose, /sim/keypoints); "objects": table-top layouts of the models in objects_dir seen from '
-              'a new camera pose each frame (ground truth /sim/objects). The arm, camera placement, distractor and '
-              'robot-state parameters apply to "robot" only; "objects" needs renderer "pbr".',
-              choices=('robot', 'objects')),
+              'a new camera pose each frame (ground truth /sim/objects); "articulated": procedural articulated '
+              'instances unseen in training (TEST split) at random joint states, a new camera pose each frame '
+              '(ground truth /sim/articulated/parts, /sim/articulated/joint_states). The arm, camera placement, '
+              'distractor and robot-state parameters apply to "robot" only; "objects" and "articulated" need renderer '
+              '"pbr".',
+              choices=('robot', 'objects', 'articulated')),
         Param('objects_dir', '', 'scene "objects": BOP model folder (obj_XXXXXX.ply in mm, models_info.json) whose '
               'objects are dropped onto the table.'),
         Param('objects_per_layout', 8, 'scene "objects": objects dropped per layout, drawn with repeats (those that '
               'fall off the table are left out).', min_value=1, max_value=30),
-        Param('views_per_layout', 10, 'scene "objects": frames per layout, each from a new camera pose with new '
-              'lights and backdrop; then a new table and new objects.', min_value=1, max_value=100000),
+        Param('articulated_categories', list(ESTIMATED_ARTICULATED), 'scene "articulated": categories drawn per '
+              f'instance, of {", ".join(ARTICULATED_CATEGORIES)} (default: those articulated_pose estimates).'),
+        Param('articulated_per_layout', [1, 2], 'scene "articulated": fewest and most instances per layout.'),
+        Param('views_per_layout', 10, 'scenes "objects" and "articulated": frames per layout, each from a new camera '
+              'pose with new lights and backdrop; then new objects.', min_value=1, max_value=100000),
         Param('camera_model', 'realsense_d435', 'Intrinsics preset of the simulated colour camera, or "fov" to use '
               'width/height/hfov_deg.', choices=PRESET_NAMES + ('fov',)),
         Param('width', 640, 'Image width in pixels (camera_model "fov" only).', min_value=16, max_value=4096),
@@ -159,6 +224,8 @@ class SimCameraNode(PipelineNode):
         try:
             if p.scene == 'objects':
                 self._configure_objects(camera, sensor)
+            elif p.scene == 'articulated':
+                self._configure_articulated(camera, sensor)
             else:
                 self._configure_robot(camera, sensor)
         except RendererError as exc:
@@ -208,6 +275,19 @@ class SimCameraNode(PipelineNode):
                                                                 **sensor), seed=p.seed)
         self.pub_gt_objects = self.create_publisher(Detection3DArray, '/sim/objects', 10)
 
+    def _configure_articulated(self, camera, sensor: dict) -> None:
+        p = self.p
+        if p.renderer != 'pbr':
+            raise ConfigureError('scene "articulated" draws each part\'s own mesh, which needs renderer "pbr"')
+        try:
+            config = articulated_scene_config(camera, p.articulated_categories, p.articulated_per_layout, sensor)
+        except ValueError as exc:
+            raise ConfigureError(str(exc)) from exc
+        self.scene = ProceduralScene(config, seed=p.seed)
+        self.part_models: dict = {}
+        self.pub_gt_parts = self.create_publisher(Detection3DArray, '/sim/articulated/parts', 10)
+        self.pub_gt_articulated_joints = self.create_publisher(JointState, '/sim/articulated/joint_states', 10)
+
     def activate(self) -> None:
         p = self.p
         if p.scene == 'robot' and p.publish_robot_state:
@@ -218,8 +298,10 @@ class SimCameraNode(PipelineNode):
         # advances per rendered frame, so the frames stay the same for a seed however many ticks are skipped.
         self.renderer = self.create_worker(self._render, 'rendering')
         self.timer = self.create_timer(1.0 / p.rate_hz, lambda: self.renderer.submit(None))
-        scene = f'objects scene ({len(self.models)} models of {p.objects_dir})' if p.scene == 'objects' \
-            else 'robot scene'
+        scene = {'objects': lambda: f'objects scene ({len(self.models)} models of {p.objects_dir})',
+                 'articulated': lambda: f'articulated scene ({", ".join(self.scene.config.articulated_categories)}, '
+                                        f'test split)',
+                 'robot': lambda: 'robot scene'}[p.scene]()
         self.get_logger().info(
             f'sim camera {p.camera_model} {self.camera.width}x{self.camera.height} (HFOV '
             f'{self.camera.hfov_deg:.1f} deg) at {p.rate_hz:g} Hz, {scene}, seed {p.seed}; topics under '
@@ -245,11 +327,13 @@ class SimCameraNode(PipelineNode):
             self.scene.randomize_camera()
 
     def _render(self, _tick=None) -> None:
-        objects = self.p.scene == 'objects'
-        frame = next_object_frame(self.scene, self.frame_index, self.p.views_per_layout) if objects \
-            else self._next_robot_frame()
+        if self.p.scene == 'robot':
+            frame, publish = self._next_robot_frame(), self.publish_frame
+        else:
+            frame = next_object_frame(self.scene, self.frame_index, self.p.views_per_layout)
+            publish = self.publish_object_frame if self.p.scene == 'objects' else self.publish_articulated_frame
         self.frame_index += 1
-        (self.publish_object_frame if objects else self.publish_frame)(frame, self.get_clock().now().to_msg())
+        publish(frame, self.get_clock().now().to_msg())
         self.diagnostics.output('color/image_raw')
 
     def _next_robot_frame(self):
@@ -277,6 +361,12 @@ class SimCameraNode(PipelineNode):
     def publish_object_frame(self, frame: ObjectFrame, stamp) -> None:
         header = self._publish_camera(frame.frame, stamp)
         self.pub_gt_objects.publish(objects_message(frame, self.models, header))
+
+    def publish_articulated_frame(self, frame: ProceduralFrame, stamp) -> None:
+        header = self._publish_camera(frame.frame, stamp)
+        parts, joints = articulated_truth(self.scene, frame, self.part_models, header)
+        self.pub_gt_parts.publish(parts)
+        self.pub_gt_articulated_joints.publish(joints)
 
     def publish_frame(self, frame, stamp) -> None:
         header = self._publish_camera(frame, stamp)
