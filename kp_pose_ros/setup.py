@@ -15,6 +15,8 @@ NODES = {
     'object_detector': 'kp_pose_ros.nodes.object_detector:main',
     'object_keypoints': 'kp_pose_ros.nodes.object_keypoints:main',
     'object_pose': 'kp_pose_ros.nodes.object_pose:main',
+    'articulated_voting': 'kp_pose_ros.nodes.articulated_voting:main',
+    'articulated_fitting': 'kp_pose_ros.nodes.articulated_fitting:main',
 }
 
 setup(

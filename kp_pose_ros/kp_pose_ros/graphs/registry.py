@@ -3,7 +3,7 @@ from importlib import import_module
 
 from kp_pose_ros.graphs.spec import Graph
 
-GRAPH_NAMES = ('sim_camera', 'robot_calib', 'calibration_publisher', 'object_pose')
+GRAPH_NAMES = ('sim_camera', 'robot_calib', 'calibration_publisher', 'object_pose', 'articulated_pose')
 
 
 def get_graph(name: str) -> Graph:

@@ -10,4 +10,6 @@ NODE_CLASSES = {
     'object_detector': 'kp_pose_ros.nodes.object_detector:ObjectDetectorNode',
     'object_keypoints': 'kp_pose_ros.nodes.object_keypoints:ObjectKeypointsNode',
     'object_pose': 'kp_pose_ros.nodes.object_pose:ObjectPoseNode',
+    'articulated_voting': 'kp_pose_ros.nodes.articulated_voting:ArticulatedVotingNode',
+    'articulated_fitting': 'kp_pose_ros.nodes.articulated_fitting:ArticulatedFittingNode',
 }
