@@ -195,7 +195,7 @@ def test_fitting_node_publishes_parts_joints_and_markers_and_survives_bad_input(
             assert np.linalg.norm(T[:3, 3] - T_true[:3, 3]) < 2e-3 and rotation_error_deg(T, T_true) < 0.5
             assert min(det.bbox.size.x, det.bbox.size.y, det.bbox.size.z) > 0
             assert 0.5 < det.results[0].hypothesis.score <= 1
-        assert spin_until(executor, lambda: bool(joints and markers), 5.0)
+        assert spin_until(executor, lambda: bool(joints and markers and tf), 5.0)
         (joint,) = joints
         assert joint.header.stamp == h.stamp and joint.name == [f'{base_id[:-5]}/{model.joint_names[0]}']
         assert abs(joint.position[0] - q[0]) < np.radians(0.5)

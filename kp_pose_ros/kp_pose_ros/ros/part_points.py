@@ -63,7 +63,8 @@ def part_points_from_cloud(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray, np
         raise ValueError(f'part_points is inconsistent: {msg.width}x{msg.height} points of {msg.point_step} bytes, '
                          f'row_step {msg.row_step}, {len(msg.data)} bytes of data')
     dtype = np.dtype({'names': names, 'formats': formats, 'offsets': offsets, 'itemsize': msg.point_step})
-    rows = [np.frombuffer(bytes(msg.data), dtype, msg.width, r * msg.row_step) for r in range(msg.height)]
+    data = bytes(msg.data)
+    rows = [np.frombuffer(data, dtype, msg.width, r * msg.row_step) for r in range(msg.height)]
     cloud = np.concatenate(rows) if rows else np.zeros(0, dtype)
     points = np.stack([cloud['x'], cloud['y'], cloud['z']], axis=1).astype(np.float64).reshape(count, 3)
     return points, cloud['instance'].astype(np.int64), cloud['part'].astype(np.int64)
