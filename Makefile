@@ -2,7 +2,7 @@
 RUN := scripts/run.sh
 PYTEST := $(RUN) python -m pytest
 
-.PHONY: setup setup-jazzy test test-jazzy lint demo demo-objects sim sim-check bench dataset clean
+.PHONY: setup setup-jazzy test test-jazzy lint demo demo-objects demo-articulated sim sim-check bench dataset clean
 
 setup:
 	@bash scripts/setup.sh
@@ -31,6 +31,12 @@ demo: setup
 ## scored per object against its ground truth (needs the LINEMOD meshes in ../shared/data/lmo/models).
 demo-objects: setup
 	$(RUN) kp-pose demo objects
+
+## make demo-articulated: per-part poses and joint states of articulated objects (articulated_pose graph, PAGE voting
+## network in models/articulated/) on the synthetic camera's articulated scenes (TEST-split instances), scored per
+## category, part and joint against its ground truth.
+demo-articulated: setup
+	$(RUN) kp-pose demo articulated
 
 ## make sim: the synthetic RGB-D camera in the foreground (Ctrl-C stops); inspect it from another shell with
 ##   scripts/run.sh kp-pose topics    and    scripts/run.sh kp-pose hz /camera/camera/color/image_raw
