@@ -19,7 +19,7 @@ def _height(uv):
 
 
 def _keypoints_off_surface(rng, k):
-    """k keypoints over the patch, 3-12 cm in front of or behind it: all outside the points' convex hull."""
+    """k keypoints over the patch, 3-12 cm in front of or behind it: off the surface, mostly outside its convex hull."""
     uv = rng.uniform(-0.1, 0.1, size=(k, 2))
     offset = rng.uniform(0.03, 0.12, size=k) * rng.choice([-1.0, 1.0], size=k)
     return np.column_stack([uv, _height(uv) + offset])
