@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -193,24 +194,51 @@ def report(summary: dict) -> str:
     return '\n'.join(lines)
 
 
-def run(overrides: dict, duration_s: float, min_visible: float) -> dict | None:
-    """Run the articulated_pose graph with `overrides` for `duration_s` and score it; None when a node did not
-    start."""
+@contextmanager
+def _running(overrides: dict, log_dir: Path | None):
+    """(context, executor) beside the running graph, or None (saying why) when a node did not come up: composed in
+    this process, or one process per node as `ros2 launch` starts them (`log_dir`; brought to active before this
+    yields, so start-up is not in the rate)."""
+    from kp_pose_ros.graphs.processes import running_graph
+    from kp_pose_ros.graphs.registry import get_graph
+    from kp_pose_ros.graphs.runner import run_graph
+
+    if log_dir is None:
+        with run_graph(GRAPH, overrides) as graph:
+            if graph.not_active:
+                print(f"demo articulated: not active (see the log above): {', '.join(graph.not_active)}",
+                      file=sys.stderr)
+                yield None
+            else:
+                yield graph.context, graph.executor
+        return
+    with ExitStack() as stack:
+        try:
+            context, executor, _, _ = stack.enter_context(running_graph(get_graph(GRAPH).nodes(overrides),
+                                                                        log_dir=log_dir))
+        except RuntimeError as exc:
+            print(f'demo articulated: the graph did not come up (logs in {log_dir}): {exc}', file=sys.stderr)
+            yield None
+            return
+        yield context, executor
+
+
+def run(overrides: dict, duration_s: float, min_visible: float, log_dir: Path | None = None) -> dict | None:
+    """Run the articulated_pose graph with `overrides` for `duration_s` (in this process, or one process per node
+    logging into `log_dir`) and score it; None when a node did not start."""
     from rclpy.node import Node
     from sensor_msgs.msg import JointState
     from vision_msgs.msg import Detection3DArray
 
-    from kp_pose_ros.graphs.runner import run_graph
     from kp_pose_ros.ros.stamps import stamp_to_ns
 
     received = {key: defaultdict(list) for key in ('parts', 'true_joints', 'detections', 'joints')}
     arrivals, latency_ms = {'truth': [], 'estimates': []}, []
-    with run_graph(GRAPH, overrides) as graph:
-        if graph.not_active:
-            print(f"demo articulated: not active (see the log above): {', '.join(graph.not_active)}",
-                  file=sys.stderr)
+    with _running(overrides, log_dir) as running:
+        if running is None:
             return None
-        observer = Node('demo_articulated_observer', context=graph.context)
+        context, executor = running
+        observer = Node('demo_articulated_observer', context=context)
         clock = observer.get_clock()
 
         def collect(key, arrival=None):
@@ -227,19 +255,19 @@ def run(overrides: dict, duration_s: float, min_visible: float) -> dict | None:
         observer.create_subscription(JointState, '/sim/articulated/joint_states', collect('true_joints'), 50)
         observer.create_subscription(Detection3DArray, f'{NS}/detections_3d', collect('detections', 'estimates'), 50)
         observer.create_subscription(JointState, f'{NS}/joint_states', collect('joints'), 200)
-        graph.executor.add_node(observer)
+        executor.add_node(observer)
         try:
             start = time.monotonic()
             next_report = start + 5.0
             while time.monotonic() - start < duration_s:
-                graph.executor.spin_once(timeout_sec=0.05)
+                executor.spin_once(timeout_sec=0.05)
                 if time.monotonic() >= next_report:
                     next_report += 5.0
                     parts = sum(len(m.detections) for msgs in received['detections'].values() for m in msgs)
                     print(f"[{time.monotonic() - start:5.1f} s] {len(received['parts'])} frames rendered, "
                           f"{len(received['detections'])} through the pipeline, {parts} part poses", flush=True)
         finally:
-            graph.executor.remove_node(observer)
+            executor.remove_node(observer)
             observer.destroy_node()
     frames = []
     for stamp in sorted(received['detections']):
@@ -289,12 +317,22 @@ def main(argv=None) -> int:
     parser.add_argument('--min-visible', type=float, default=0.1,
                         help='instances less visible than this share of their silhouette are not scored')
     parser.add_argument('--providers', default='auto', choices=('auto', 'tensorrt', 'cuda', 'cpu'))
+    parser.add_argument('--processes', default=None, metavar='LOG_DIR',
+                        help='one process per node as ros2 launch starts them, logging into LOG_DIR (default: all '
+                             'composed in this process)')
     parser.add_argument('--out', default=None, help='write the figures as JSON here')
     args = parser.parse_args(argv)
 
     graph, reason = _graph_or_reason(args.model)
     if graph is None:
         print(f'demo articulated: cannot run: {reason}', file=sys.stderr)
+        return 2
+    from kp_pose_ros.sim.procedural import ARTICULATED_CATEGORIES
+
+    unknown = [c for c in args.categories.replace(',', ' ').split() if c not in ARTICULATED_CATEGORIES]
+    if unknown:
+        print(f"demo articulated: cannot run: unknown categories {unknown}; the sim camera draws "
+              f"{', '.join(ARTICULATED_CATEGORIES)}", file=sys.stderr)
         return 2
     wanted = {'camera': 'sim', 'seed': args.seed, 'sim_rate_hz': args.rate_hz, 'model': args.model,
               'method': args.method, 'providers': args.providers, 'overlay': 'false',
@@ -306,7 +344,7 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f'demo articulated: cannot run: {exc}', file=sys.stderr)
         return 2
-    summary = run(overrides, args.duration, args.min_visible)
+    summary = run(overrides, args.duration, args.min_visible, Path(args.processes) if args.processes else None)
     if summary is None:
         return 1
     print(report(summary), flush=True)

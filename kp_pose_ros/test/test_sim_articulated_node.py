@@ -380,3 +380,16 @@ def test_demo_runs_the_graph_on_the_sim_camera(tmp_path, capsys):
     summary = json.loads(out.read_text())
     assert summary['frames_processed'] > 0 and summary['objects_shown'] > 0 and summary['latency_ms']
     assert 'demo articulated:' in capsys.readouterr().out
+
+
+def test_demo_says_why_when_a_node_does_not_come_up(capsys, tmp_path):
+    """A corrupt network: the graph starts, the voting node refuses to configure, the demo exits 1 naming it."""
+    from kp_pose_ros.demo_articulated import main
+
+    model = tmp_path / 'page_voting.onnx'
+    model.write_bytes(b'not an onnx file')
+    model.with_suffix('.yaml').write_text('categories: [laptop]\n')
+    assert main(['--model', str(model), '--categories', 'laptop', '--duration', '1']) == 1
+    assert 'not active' in capsys.readouterr().err
+    assert main(['--model', str(model), '--categories', 'laptop,teapot']) == 2
+    assert "unknown categories ['teapot']" in capsys.readouterr().err
