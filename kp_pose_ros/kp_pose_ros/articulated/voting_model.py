@@ -40,6 +40,26 @@ class CategorySlot:
         return slice(self.first_channel, self.first_channel + 3 * len(self.model.parts))
 
 
+def load_category_models(model_path: str | Path) -> dict[str, CategoryModel]:
+    """The category models the network's manifest names (YAMLs beside it), by category, without the network (the
+    fitting node needs only these); ModelLoadError naming the file when one is missing or is not the model the network
+    was trained with."""
+    model_path = Path(model_path)
+    manifest = load_manifest(model_path)
+    models = {}
+    try:
+        for entry in manifest_value(manifest, 'categories', model_path):
+            model = CategoryModel.load(model_path.parent / entry['model_file'])
+            if model.category != entry['category'] or list(model.part_names) != list(entry['parts']):
+                raise ModelLoadError(f'{entry["model_file"]} is not the category model the network was trained '
+                                     f'with ({entry["category"]}: {entry["parts"]})')
+            models[model.category] = model
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f'{model_path.with_suffix(".yaml")} or a category model it names is unusable: '
+                             f'{exc}') from exc
+    return models
+
+
 class ArticulatedVotingModel(OnnxWrapper):
     def __init__(self, model_path: str | Path, providers: str = 'auto', threads: int = 0,
                  trt_cache_dir: str | Path = '', trt_fp16: bool = False):
@@ -50,17 +70,11 @@ class ArticulatedVotingModel(OnnxWrapper):
             self.methods = tuple(str(m) for m in manifest_value(manifest, 'methods', model_path))
             self.num_classes = int(manifest_value(manifest, 'classes', model_path))
             self.num_channels = int(manifest_value(manifest, 'keypoint_channels', model_path))
-            entries = manifest_value(manifest, 'categories', model_path)
-            slots = []
-            for entry in entries:
-                model = CategoryModel.load(model_path.parent / entry['model_file'])
-                if model.category != entry['category'] or list(model.part_names) != list(entry['parts']):
-                    raise ModelLoadError(f'{entry["model_file"]} is not the category model the network was trained '
-                                         f'with ({entry["category"]}: {entry["parts"]})')
-                slots.append(CategorySlot(model, int(entry['first_class']), int(entry['first_channel'])))
-        except (OSError, KeyError, TypeError, ValueError) as exc:
-            raise ModelLoadError(f'{model_path.with_suffix(".yaml")} or a category model it names is unusable: '
-                                 f'{exc}') from exc
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f'model manifest {model_path.with_suffix(".yaml")} is malformed: {exc}') from exc
+        models = load_category_models(model_path)
+        slots = [CategorySlot(models[e['category']], int(e['first_class']), int(e['first_channel']))
+                 for e in manifest_value(manifest, 'categories', model_path)]
         self.categories = {s.model.category: s for s in slots}
         self.model = OnnxModel(model_path, providers=providers, threads=threads, trt_cache_dir=trt_cache_dir,
                                trt_fp16=trt_fp16)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 from sensor_msgs.msg import Image, JointState, PointCloud2
@@ -20,17 +19,17 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from kp_pose_msgs.msg import KeypointArray
 from kp_pose_msgs.srv import ResetCalibration as ResetService  # empty request, success + message (std_srvs/Trigger)
-from kp_pose_ros.articulated.categories import CategoryModel
 from kp_pose_ros.articulated.estimator import (
     ArticulatedEstimatorConfig,
     ArticulatedFitter,
     ArticulatedObject,
     VotedObject,
 )
+from kp_pose_ros.articulated.voting_model import load_category_models
 from kp_pose_ros.core.camera import CameraModel
 from kp_pose_ros.core.draw import draw_box, draw_skeleton
 from kp_pose_ros.core.image_codec import ImageEncodingError
-from kp_pose_ros.core.onnx_model import ModelLoadError, load_manifest, manifest_value
+from kp_pose_ros.core.onnx_model import ModelLoadError
 from kp_pose_ros.core.transforms import transform_points
 from kp_pose_ros.nodes.articulated_voting import (
     DEFAULT_MODEL,
@@ -62,24 +61,6 @@ BOX_EDGES = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).cou
 PART_COLOURS = ((40, 230, 60), (60, 140, 255), (255, 160, 0), (230, 60, 230), (0, 220, 220), (255, 255, 80))
 KEYPOINT_COLOUR, REGION_COLOUR = (255, 220, 0), (200, 200, 200)
 JOINT_RGBA = (1.0, 0.85, 0.0, 1.0)
-
-
-def load_category_models(model_path: Path) -> dict[str, CategoryModel]:
-    """The category models the voting network's manifest names (YAMLs beside it), by category, without the network;
-    ModelLoadError naming the file when one is missing or is not the model the network was trained with."""
-    manifest = load_manifest(model_path)
-    models = {}
-    try:
-        for entry in manifest_value(manifest, 'categories', model_path):
-            model = CategoryModel.load(model_path.parent / entry['model_file'])
-            if model.category != entry['category'] or list(model.part_names) != list(entry['parts']):
-                raise ModelLoadError(f'{entry["model_file"]} is not the category model the network was trained '
-                                     f'with ({entry["category"]}: {entry["parts"]})')
-            models[model.category] = model
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise ModelLoadError(f'{model_path.with_suffix(".yaml")} or a category model it names is unusable: '
-                             f'{exc}') from exc
-    return models
 
 
 class ArticulatedFittingNode(PipelineNode):
@@ -215,7 +196,7 @@ class ArticulatedFittingNode(PipelineNode):
             P = len(model.parts)
             voted.append(VotedObject(
                 model.category, np.where(found[:, None], kp, np.nan).reshape(P, 3, 3),
-                np.where(found, scores, 0.0).reshape(P, 3), np.zeros((0, 0), bool),
+                np.where(found, scores, 0.0).reshape(P, 3), None,
                 tuple(float(v) for v in bbox_xyxy(inst.bbox)), float(inst.score),
                 sum(len(p) for p in points if p is not None), points))
         return voted
