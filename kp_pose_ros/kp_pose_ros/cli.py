@@ -8,11 +8,14 @@
   kp-pose bench sim_camera
   kp-pose demo [--duration 8]
   kp-pose demo objects [--duration 60]    object poses on the sim camera, scored against its ground truth
+  kp-pose demo articulated [--duration 60]  per-part poses and joint states on the sim camera, scored likewise
   kp-pose play BAG [--rate 2] [--loop] [--clock] [--remap /camera/color/image_raw:=/image] [--topics T ...]
   kp-pose record OUT /camera/color/image_raw /tf_static [--storage mcap|sqlite3] [--duration 10]
   kp-pose eval robot_keypoints --dataset DIR [--model M.onnx] [--threshold T] [--out results.json]
   kp-pose eval robot_calib --dataset DIR [--no-depth] [--no-joints] [--gt-keypoints] [--out results.json]
   kp-pose eval object_pose --bop DIR [--models SET] [--depth] [--out results.json]
+  kp-pose eval articulated_pose --dataset DIR [--model M.onnx] [--method learned|fps|box] [--direct]
+               [--true-regions] [--out results.json]
 """
 from __future__ import annotations
 
@@ -127,6 +130,10 @@ def cmd_demo(args) -> int:
         from kp_pose_ros.demo_objects import main as objects_main
 
         return objects_main(args.demo_args[1:])
+    if args.demo_args[:1] == ['articulated']:
+        from kp_pose_ros.demo_articulated import main as articulated_main
+
+        return articulated_main(args.demo_args[1:])
     from kp_pose_ros.demo import main as demo_main
 
     return demo_main(args.demo_args)
@@ -143,7 +150,27 @@ def cmd_eval(args) -> int:
         print('kp-pose eval: object_pose takes --bop DIR, the robot stages --dataset DIR', file=sys.stderr)
         return 2
     return {'robot_keypoints': eval_robot_keypoints, 'robot_calib': eval_robot_calib,
-            'object_pose': eval_object_pose}[args.stage](args)
+            'object_pose': eval_object_pose, 'articulated_pose': eval_articulated_pose}[args.stage](args)
+
+
+def eval_articulated_pose(args) -> int:
+    from kp_pose_ros.articulated import pose_eval
+    from kp_pose_ros.articulated.estimator import ArticulatedEstimatorConfig, load_estimator
+    from kp_pose_ros.paths import model_file
+
+    model = args.model or str(model_file('articulated/page_voting.onnx'))
+    config = ArticulatedEstimatorConfig(method=args.method, keypoints_from='direct' if args.direct else 'voting')
+    estimator = load_estimator(model, config, args.providers, args.threads)
+    results = {}
+    for root in args.dataset:
+        results[root] = pose_eval.evaluate(estimator, root, true_regions=args.true_regions,
+                                           max_frames=args.max_frames)
+        print(pose_eval.report(root, results[root]), flush=True)
+    if args.out:
+        with open(args.out, 'w', encoding='utf-8') as f:
+            json.dump({'model': model, 'provider': estimator.network.provider, 'datasets': results}, f, indent=1)
+        print(f'kp-pose: results written to {args.out}')
+    return 0
 
 
 def eval_object_pose(args) -> int:
@@ -265,14 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--qos', default='sensor_data', choices=('sensor_data', 'reliable'))
     p.set_defaults(fn=cmd_hz)
     p = sub.add_parser('demo', help='the main job on the synthetic camera (make demo); `demo objects`: object poses '
-                       '(make demo-objects); kp-pose demo [objects] --help', add_help=False)
+                       '(make demo-objects); `demo articulated`: articulated objects (make demo-articulated); '
+                       'kp-pose demo [objects|articulated] --help', add_help=False)
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser('bench', help='run a benchmark and write its results file')
     p.add_argument('name')
     p.add_argument('--output', default=None, help='results file (default results/<name>.json)')
     p.set_defaults(fn=cmd_bench)
     p = sub.add_parser('eval', help='accuracy of a pipeline stage on an annotated dataset')
-    p.add_argument('stage', choices=('robot_keypoints', 'robot_calib', 'object_pose'))
+    p.add_argument('stage', choices=('robot_keypoints', 'robot_calib', 'object_pose', 'articulated_pose'))
     p.add_argument('--bop', nargs='+', default=None,
                    help='object_pose: BOP-format folder(s) (camera.json, models_eval/, <split>/<scene>/rgb, '
                         'scene_gt.json, scene_camera.json)')
@@ -281,14 +309,16 @@ def main(argv: list[str] | None = None) -> int:
                    help='object_pose: object set whose models to run (<set>_detector.onnx, <set>_keypoints.onnx '
                         'in the package models/, or a path prefix to such files)')
     p.add_argument('--depth', action='store_true', help='object_pose: refine and check poses with depth/')
-    p.add_argument('--max-frames', type=int, default=None, help='object_pose: only the first N frames')
+    p.add_argument('--max-frames', type=int, default=None,
+                   help='object_pose, articulated_pose: only the first N frames')
     p.add_argument('--gt-boxes', action='store_true',
                    help='object_pose: annotated visible boxes instead of the detector (isolates keypoints + PnP)')
     p.add_argument('--dataset', nargs='+', default=None,
                    help='robot-layout dataset folder(s) (sim.dataset: meta.yaml, annotations.jsonl, rgb/, depth/); '
                         'robot_calib: frames sharing camera_index form one static-camera sequence')
     p.add_argument('--model', default=None,
-                   help='2D keypoint ONNX model with its YAML manifest (default: the shipped one)')
+                   help='ONNX model with its YAML manifest (default: the shipped one): robot_keypoints / robot_calib '
+                        'the 2D keypoint model, articulated_pose the voting network')
     p.add_argument('--threshold', type=float, default=None,
                    help="robot_keypoints: confidence threshold (default: the manifest's "
                         "suggested_confidence_threshold)")
@@ -301,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
                    help='robot_calib: known joints without depth: PnP over this many frames (0: per frame)')
     p.add_argument('--urdf', default=None, help="robot_calib: robot URDF (default: pybullet's Panda)")
     p.add_argument('--base-link', default='panda_link0', help='robot_calib: robot base frame')
+    p.add_argument('--method', choices=('learned', 'fps', 'box'), default='learned',
+                   help='articulated_pose: the keypoint set whose radii are voted (ablation: fps, box)')
+    p.add_argument('--direct', action='store_true',
+                   help='articulated_pose: directly regressed keypoints instead of voting (ablation)')
+    p.add_argument('--true-regions', action='store_true',
+                   help='articulated_pose: annotated instance masks instead of the depth segmentation')
     p.add_argument('--providers', default='auto', help='auto, cpu, cuda or tensorrt')
     p.add_argument('--threads', type=int, default=0, help='onnxruntime intra-op threads (0: its default)')
     p.add_argument('--out', default=None, help='write the figures as JSON here')
