@@ -154,9 +154,10 @@ class ArticulatedVoter:
         if fg.sum() < self.config.min_object_points:
             return None
         P = len(slot.model.parts)
+        part_share = own[fg, 1:].sum(axis=1)  # each point's probability of being one of the category's parts
         if self.config.keypoints_from == 'voting':
             radii = out.radii[self._method][fg][:, slot.channels]
-            vote = vote_keypoints(obs.points[fg], radii, own[fg, 1:].sum(axis=1), self.config.voting)
+            vote = vote_keypoints(obs.points[fg], radii, part_share, self.config.voting)
             keypoints, scores = vote.keypoints, vote.scores
         else:
             keypoints, scores = out.direct[slot.channels], np.ones(3 * P)
@@ -166,7 +167,7 @@ class ArticulatedVoter:
             step = max(1, -(-len(pts) // self.config.max_part_points))
             part_points.append(pts[::step] if len(pts) >= self.config.min_part_points else None)
         return VotedObject(slot.model.category, keypoints.reshape(P, 3, 3), scores.reshape(P, 3), mask, obs.box,
-                           float(own[fg, 1:].sum(axis=1).mean()), int(fg.sum()), tuple(part_points))
+                           float(part_share.mean()), int(fg.sum()), tuple(part_points))
 
 
 class ArticulatedFitter:

@@ -19,6 +19,7 @@ import numpy as np
 from scipy.spatial.distance import pdist
 
 from kp_pose_ros.articulated.categories import KEYPOINTS_PER_PART, ArticulatedInstance, CategoryModel
+from kp_pose_ros.objects.keypoints import farthest_point_sampling
 
 METHODS = ('learned', 'fps', 'box')
 WEIGHTS = (0.6, 0.2, 0.2)  # paper Eq. 4: lambda_1 (L_wass), lambda_2 (L_sep), lambda_3 (L_cov)
@@ -39,14 +40,8 @@ class KeypointConfig:
 
 def fps_keypoints(clouds, count: int = KEYPOINTS_PER_PART) -> np.ndarray:
     """(count, 3) farthest-point samples of the pooled clouds, starting from the point farthest from the centroid
-    (as objects.keypoints.farthest_point_keypoints, which samples a mesh itself; here the surface is given)."""
-    points = np.vstack([np.asarray(c, float).reshape(-1, 3) for c in clouds])
-    chosen = [int(np.argmax(np.linalg.norm(points - points.mean(axis=0), axis=1)))]
-    distance = np.linalg.norm(points - points[chosen[0]], axis=1)
-    for _ in range(count - 1):
-        chosen.append(int(np.argmax(distance)))
-        distance = np.minimum(distance, np.linalg.norm(points - points[chosen[-1]], axis=1))
-    return points[chosen]
+    (objects.keypoints.farthest_point_sampling, on the given surface instead of a sampled mesh)."""
+    return farthest_point_sampling(np.vstack([np.asarray(c, float).reshape(-1, 3) for c in clouds]), count)
 
 
 # Three corners of the box's inscribed regular tetrahedron (0 = low, 1 = high per axis): each pair differs in two

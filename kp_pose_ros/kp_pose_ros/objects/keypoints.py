@@ -27,7 +27,12 @@ def farthest_point_keypoints(mesh: trimesh.Trimesh, count: int = 8, seed: int = 
     if count < 1 or samples < count:
         raise ValueError(f'need 1 <= count <= samples, got count={count}, samples={samples}')
     points, _ = trimesh.sample.sample_surface(mesh, samples, seed=np.random.default_rng(seed))
-    points = np.asarray(points, dtype=float)
+    return farthest_point_sampling(np.asarray(points, dtype=float), count)
+
+
+def farthest_point_sampling(points: np.ndarray, count: int) -> np.ndarray:
+    """(count, 3) of the (N, 3) points spread by farthest-point sampling, starting from the one farthest from their
+    centroid."""
     chosen = [int(np.argmax(np.linalg.norm(points - points.mean(axis=0), axis=1)))]
     distance = np.linalg.norm(points - points[chosen[0]], axis=1)
     for _ in range(count - 1):
